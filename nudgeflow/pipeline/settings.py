@@ -26,7 +26,11 @@ class WorkerSettings(BaseModel):
     topic_prefix: str = Field("nudgeflow", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     partitions: int = Field(4, ge=1, le=1024)
     replication_factor: int = Field(1, ge=1, le=5)
-    app_id: str = Field("nudgeflow", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    app_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description="Faust app id (consumer group, changelog topic prefix); default: topic_prefix",
+    )
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
     data_dir: Path = Path("var/nudgeflow")
@@ -40,6 +44,10 @@ class WorkerSettings(BaseModel):
     tick_interval_s: float = Field(0.1, gt=0, le=10)
     standby_replicas: int = Field(0, ge=0, le=3)
     log_level: str = Field("info", pattern=r"^(debug|info|warn|warning|error|crit)$")
+
+    @property
+    def group_id(self) -> str:
+        return self.app_id or self.topic_prefix
 
     @field_validator("broker")
     @classmethod

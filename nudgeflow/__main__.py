@@ -1,0 +1,3 @@
+from nudgeflow.pipeline.cli import main
+
+main()

@@ -1,0 +1,176 @@
+"""The evaluate agent: the thin Faust shell around the pure engine.
+
+One agent consumes three co-partitioned topics in order: raw events (fast
+path), re-keyed events, and timer ticks. For each it loads the user's state,
+calls `Engine.apply` or `Engine.fire_due`, publishes the actions, and writes
+the state and the timer index back.
+
+Ordering matters for "no lost reminders": a trigger record is acknowledged by
+Kafka *before* the state that says it fired is written, so after a crash the
+worst case is the same trigger (same `trigger_id`) twice, never none.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from nudgeflow.agents import ingest
+from nudgeflow.engine.actions import Conversion, Decision, Trigger, encode_action
+from nudgeflow.events.model import Event, decode_event, encode_event
+from nudgeflow.events.parse import EventLimits
+from nudgeflow.pipeline import metrics
+from nudgeflow.tables import timers as timer_index
+from nudgeflow.tables import users as user_table
+from nudgeflow.tables.schema import RAW_TOPIC
+
+if TYPE_CHECKING:
+    import faust
+    from faust.types import Message
+
+    from nudgeflow.engine.actions import Action
+    from nudgeflow.engine.state import UserState
+    from nudgeflow.pipeline.app import Runtime
+
+log = logging.getLogger(__name__)
+
+FIRE_BATCH = 1000  # due users handled per tick; the next tick takes the rest
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Evaluator:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.producer = rt.app.producer
+        self.topics = rt.topics
+        self.limits = _limits(rt)
+
+    async def handle(self, message: Message) -> None:
+        topic = message.topic
+        if topic == self.topics.ticks:
+            await self.fire_timers(message.partition)
+        elif topic == self.topics.events_by_user:
+            event = decode_event(message.value)
+            await self.apply_event(event, message.key or event.user_id.encode())
+        else:
+            await self.ingest(message)
+
+    async def ingest(self, message: Message) -> None:
+        metrics.events_received.labels(source="kafka").inc()
+        routed = ingest.route(
+            message.key,
+            message.value,
+            message.partition,
+            self.rt.partitions,
+            now_ms=_now_ms(),
+            limits=self.limits,
+        )
+        if isinstance(routed, ingest.Apply):
+            await self.apply_event(routed.event, routed.user_key)
+        elif isinstance(routed, ingest.Reroute):
+            await self.producer.send(
+                self.topics.events_by_user, routed.user_key, encode_event(routed.event),
+                None, None, None,
+            )
+        else:
+            error = routed.error
+            metrics.events_rejected.labels(source="kafka", reason=error.reason).inc()
+            metrics.dead_letters.labels(topic="events.dlq").inc()
+            log.info("event rejected to DLQ: %s (%s)", error.reason, error.field)
+            await self.producer.send(
+                self.topics.events_dlq, message.key, message.value, None, None,
+                ingest.dlq_headers(error, message.partition, message.offset),
+            )
+
+    async def apply_event(self, event: Event, user_key: bytes) -> None:
+        started = time.perf_counter()
+        state = user_table.load(self.rt.users, user_key)
+        before = state.next_deadline() if state is not None else None
+        step = self.rt.engine.apply(state, event, _now_ms())
+        if step.duplicate:
+            return
+        metrics.events_applied.inc()
+        await self.publish(user_key, step.actions, started)
+        self.store(user_key, before, step.state)
+
+    async def fire_timers(self, partition: int) -> None:
+        now = _now_ms()
+        due = list(timer_index.due(self.rt.timers, partition, now, FIRE_BATCH))
+        for deadline, user_key in due:
+            state = user_table.load(self.rt.users, user_key)
+            if state is None or state.next_deadline() != deadline:
+                # Stale entry (state moved on, or was lost): drop it.
+                self.rt.timers.pop(timer_index.index_key(deadline, user_key), None)
+                if state is not None:
+                    timer_index.reindex(self.rt.timers, user_key, None, state.next_deadline())
+                continue
+            metrics.timer_lateness.observe(max(0.0, (now - deadline) / 1000))
+            step = self.rt.engine.fire_due(state, now)
+            await self.publish(user_key, step.actions, None)
+            self.store(user_key, deadline, step.state)
+        book = self.rt.tick_book
+        book.done(partition)
+
+    def store(self, user_key: bytes, before: int | None, state: UserState) -> None:
+        user_table.save(self.rt.users, user_key, state)
+        timer_index.reindex(self.rt.timers, user_key, before, state.next_deadline())
+
+    async def publish(self, user_key: bytes, actions: list[Action], started: float | None) -> None:
+        acks = []
+        for action in actions:
+            value = encode_action(action)
+            if isinstance(action, Trigger):
+                acks.append(
+                    await self.producer.send(self.topics.triggers, user_key, value, None, None, None)
+                )
+                metrics.triggers_emitted.labels(rule=action.rule, variant=action.variant).inc()
+                if not action.send:
+                    metrics.experiment_exposures.labels(rule=action.rule, variant=action.variant).inc()
+            elif isinstance(action, Decision):
+                metrics.decisions.labels(
+                    rule=action.rule, outcome=action.outcome, reason=action.reason or ""
+                ).inc()
+                await self.producer.send(self.topics.decisions, user_key, value, None, None, None)
+            elif isinstance(action, Conversion):
+                metrics.experiment_conversions.labels(
+                    rule=action.rule, variant=action.variant, kind=action.kind
+                ).inc()
+                await self.producer.send(self.topics.conversions, user_key, value, None, None, None)
+        for ack in acks:
+            await ack  # the trigger is in Kafka before the state says it fired
+        if acks and started is not None:
+            metrics.event_to_trigger.observe(time.perf_counter() - started)
+
+
+def _limits(rt: Runtime) -> EventLimits:
+    from nudgeflow.engine.durations import parse_duration  # noqa: PLC0415
+
+    return EventLimits(
+        max_bytes=rt.settings.max_event_bytes,
+        max_age_ms=parse_duration(rt.settings.max_event_age),
+        max_skew_ms=parse_duration(rt.settings.max_event_skew),
+    )
+
+
+def register(rt: Runtime) -> faust.types.AgentT:
+    t = rt.topics
+    source = rt.app.topic(
+        t.events, t.events_by_user, t.ticks, partitions=rt.partitions, **RAW_TOPIC
+    )
+    evaluator = Evaluator(rt)
+
+    async def evaluate(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            try:
+                await evaluator.handle(event.message)
+            except Exception:  # a bad record must never kill the worker
+                log.exception(
+                    "evaluate failed on %s[%d]@%d", event.message.topic,
+                    event.message.partition, event.message.offset,
+                )
+
+    return rt.app.agent(source, name="evaluate")(evaluate)

@@ -1,0 +1,188 @@
+"""Tally what a backtest decided and turn it into a summary (text or JSON).
+
+The tally only reads the records the engine returns (Trigger, Decision,
+Conversion), the same records the live audit trail holds, so "what would
+this config have done last week" is answered in the live vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from nudgeflow.engine.actions import Action, Conversion, Decision, Trigger
+from nudgeflow.engine.stats import VariantCounts, experiment_results
+
+# Decision outcomes counted per rule. "fired" is counted from Trigger records,
+# which are what a backtest writes out, so one firing is never counted twice.
+RULE_OUTCOMES = ("armed", "rearmed", "cancelled", "condition_false", "deferred")
+
+
+@dataclass(slots=True)
+class RuleTally:
+    outcomes: Counter[str] = field(default_factory=Counter)
+    suppressed: Counter[str] = field(default_factory=Counter)
+    fired: int = 0
+    sent: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {name: self.outcomes[name] for name in RULE_OUTCOMES}
+        out["fired"] = self.fired
+        out["sent"] = self.sent
+        out["suppressed"] = dict(sorted(self.suppressed.items()))
+        out["suppressed_total"] = sum(self.suppressed.values())
+        return out
+
+
+@dataclass(slots=True)
+class VariantTally:
+    exposures: int = 0
+    sent: int = 0
+    opened: int = 0
+    clicked: int = 0
+    converted: int = 0
+
+    def counts(self) -> VariantCounts:
+        # A backtest has no webhooks: every send is taken as delivered.
+        return VariantCounts(
+            exposures=self.exposures,
+            sent=self.sent,
+            delivered=self.sent,
+            opened=self.opened,
+            clicked=self.clicked,
+            converted=self.converted,
+        )
+
+
+class Tally:
+    """Counts per rule and per (rule, variant); feed it every step's actions."""
+
+    def __init__(self) -> None:
+        self.rules: dict[str, RuleTally] = {}
+        self.variants: dict[tuple[str, str], VariantTally] = {}
+        self.triggers = 0
+
+    def _rule(self, name: str) -> RuleTally:
+        tally = self.rules.get(name)
+        if tally is None:
+            tally = self.rules[name] = RuleTally()
+        return tally
+
+    def _variant(self, rule: str, variant: str) -> VariantTally:
+        key = (rule, variant)
+        tally = self.variants.get(key)
+        if tally is None:
+            tally = self.variants[key] = VariantTally()
+        return tally
+
+    def add(self, actions: Iterable[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Trigger):
+                self.triggers += 1
+                rule = self._rule(action.rule)
+                rule.fired += 1
+                variant = self._variant(action.rule, action.variant)
+                if action.step == 0 or action.step == 1:
+                    variant.exposures += 1
+                if action.send:
+                    rule.sent += 1
+                    variant.sent += 1
+            elif isinstance(action, Decision):
+                if action.outcome == "suppressed":
+                    self._rule(action.rule).suppressed[action.reason or "unknown"] += 1
+                elif action.outcome != "fired":
+                    self._rule(action.rule).outcomes[action.outcome] += 1
+            elif isinstance(action, Conversion):
+                variant = self._variant(action.rule, action.variant)
+                if action.kind == "conversion":
+                    variant.converted += 1
+                elif action.kind == "opened":
+                    variant.opened += 1
+                else:
+                    variant.clicked += 1
+
+
+def experiment_summary(
+    tally: Tally, experiments: Mapping[str, tuple[Sequence[str], str | None]]
+) -> dict[str, Any]:
+    """Per experiment rule: variant results (rate, 95% CI, uplift, p-value).
+
+    `experiments` maps a rule name to (its variant names, its control variant).
+    """
+    out: dict[str, Any] = {}
+    for rule, (names, control) in experiments.items():
+        counts = {name: tally.variants.get((rule, name), VariantTally()).counts() for name in names}
+        results = experiment_results(counts, control)
+        out[rule] = {"control": control, "variants": msgspec.to_builtins(results)}
+    return out
+
+
+def render_text(summary: Mapping[str, Any]) -> str:
+    """A human-readable summary: run figures, per-rule table, per-variant table."""
+    lines = [
+        f"events read      {summary['events_read']:>12,}   "
+        f"rejected {summary['rejected']:,}   duplicates {summary['duplicates']:,}   "
+        f"out of order {summary['out_of_order']:,}",
+        f"users            {summary['users']:>12,}   "
+        f"timers pending at end {summary['timers_pending']:,}",
+        f"span             {summary['first_event']} .. {summary['last_event']}   "
+        f"until {summary['until']}",
+        f"elapsed          {summary['elapsed_s']:>12.2f} s   "
+        f"{summary['events_per_s']:,.0f} events/s   peak RSS {summary['peak_rss_mb']:.0f} MB",
+        f"triggers         {summary['triggers']:>12,}",
+    ]
+    for reason, count in summary["rejected_by_reason"].items():
+        lines.append(f"  rejected {reason}: {count:,}")
+    for sample in summary["rejected_samples"]:
+        where = f" ({sample['field']})" if sample.get("field") else ""
+        lines.append(f"    line {sample['line']}: {sample['reason']}{where}: {sample['error']}")
+    if summary.get("stuck_timers"):
+        lines.append(f"  WARNING: {summary['stuck_timers']} timers did not advance (skipped)")
+    header = ("rule", "armed", "rearmed", "fired", "sent", "cancelled", "cond_false", "deferred")
+    lines += ["", f"{header[0]:<24}" + "".join(f"{h:>11}" for h in header[1:])]
+    lines.append("-" * (24 + 11 * (len(header) - 1)) + "  suppressed")
+    for name, rule in summary["rules"].items():
+        figures = (
+            rule["armed"],
+            rule["rearmed"],
+            rule["fired"],
+            rule["sent"],
+            rule["cancelled"],
+            rule["condition_false"],
+            rule["deferred"],
+        )
+        suppressed = ", ".join(f"{k} {v:,}" for k, v in rule["suppressed"].items()) or "-"
+        lines.append(f"{name:<24}" + "".join(f"{f:>11,}" for f in figures) + f"  {suppressed}")
+    for rule_name, experiment in summary["experiments"].items():
+        lines += ["", f"experiment {rule_name} (control: {experiment['control'] or '-'})"]
+        lines.append(
+            f"  {'variant':<14}{'exposures':>10}{'sent':>9}{'opened':>8}{'converted':>10}"
+            f"{'rate':>9}{'95% CI':>18}{'uplift':>10}{'relative':>10}{'p-value':>9}"
+        )
+        for v in experiment["variants"]:
+            lines.append(_variant_line(v))
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _variant_line(v: Mapping[str, Any]) -> str:
+    low, high = v.get("ci_low"), v.get("ci_high")
+    ci = "-" if low is None or high is None else f"{_pct(low)}..{_pct(high)}"
+    p = v.get("p_value")
+    uplift = v.get("uplift_abs")
+    points = "-" if uplift is None else f"{100 * uplift:+.2f}pp"
+    relative = v.get("uplift_rel")
+    name = str(v["variant"]) + (" *" if v.get("is_control") else "")
+    return (
+        f"  {name:<14}{v['exposures']:>10,}{v['sent']:>9,}{v['opened']:>8,}"
+        f"{v['converted']:>10,}{_pct(v.get('conversion_rate')):>9}{ci:>18}{points:>10}"
+        f"{'-' if relative is None else f'{100 * relative:+.1f}%':>10}"
+        f"{'-' if p is None else f'{p:.4f}':>9}"
+    )

@@ -1,0 +1,150 @@
+"""`nudgeflow dlq ...`: look at and re-deliver dead-lettered webhooks.
+
+`replay` reads `<prefix>.triggers.dlq` from the beginning to its current end
+and re-produces each matching dead letter to `<prefix>.triggers`, marked with
+a replay header and the destination it died on, so the deliver agent tries
+exactly that destination again even though its dedupe table says "dead".
+A trigger already delivered in the meantime is still not sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import click
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from nudgeflow.delivery.records import (
+    H_DEAD_AT,
+    H_DESTINATION,
+    H_REASON,
+    H_RULE,
+    REPLAY_HEADER,
+    header_text,
+)
+from nudgeflow.pipeline.topics import TopicNames
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+    timestamp_ms: int
+
+    @property
+    def rule(self) -> str | None:
+        return header_text(self.headers, H_RULE)
+
+    @property
+    def dead_at_ms(self) -> int:
+        text = header_text(self.headers, H_DEAD_AT)
+        return int(text) if text and text.isdigit() else self.timestamp_ms
+
+
+def parse_since(text: str, now: datetime | None = None) -> int:
+    """`--since`: an ISO 8601 time, or a duration back from now (`30m`, `2h`, `7d`)."""
+    from nudgeflow.delivery.config import duration_s
+
+    now = now or datetime.now(tz=UTC)
+    try:
+        return int((now.timestamp() - duration_s(text)) * 1000)
+    except ValueError:
+        pass
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def select(
+    letters: Iterable[DeadLetter], rule: str | None, since_ms: int | None
+) -> list[DeadLetter]:
+    """Pure filter: the dead letters a replay re-produces."""
+    return [
+        d
+        for d in letters
+        if (rule is None or d.rule == rule)
+        and (since_ms is None or d.dead_at_ms >= since_ms)
+        and header_text(d.headers, H_REASON) != "bad_record"
+    ]
+
+
+def replay_headers(headers: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
+    out = [(REPLAY_HEADER, b"1")]
+    if H_DESTINATION in headers:
+        out.append((H_DESTINATION, headers[H_DESTINATION]))
+    return out
+
+
+async def read_dlq(broker: str, topic: str, timeout_s: float = 10.0) -> list[DeadLetter]:
+    """Every record in the DLQ up to its end offsets at the time of the call."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[DeadLetter] = []
+        pending = {tp for tp in tps if ends[tp] > 0}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while pending and loop.time() < deadline:
+            batch = await consumer.getmany(*pending, timeout_ms=500)
+            for tp, records in batch.items():
+                for r in records:
+                    if r.offset < ends[tp]:
+                        out.append(DeadLetter(r.key, r.value or b"", dict(r.headers), r.timestamp))
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    pending.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def replay(broker: str, prefix: str, rule: str | None, since_ms: int | None) -> int:
+    topics = TopicNames(prefix)
+    chosen = select(await read_dlq(broker, topics.triggers_dlq), rule, since_ms)
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all")
+    await producer.start()
+    try:
+        acks = [
+            await producer.send(
+                topics.triggers, d.value, key=d.key, headers=replay_headers(d.headers)
+            )
+            for d in chosen
+        ]
+        for ack in acks:
+            await ack
+    finally:
+        await producer.stop()
+    return len(chosen)
+
+
+@click.group(name="dlq")
+def command() -> None:
+    """Dead-lettered webhooks."""
+
+
+@command.command(name="replay")
+@click.option("--rule", default=None, help="only dead letters of this rule")
+@click.option("--since", default=None, help="only those dead since: ISO time or 2h / 7d ago")
+@click.option("--broker", envvar="NUDGEFLOW_BROKER", default="127.0.0.1:9092", show_default=True)
+@click.option(
+    "--topic-prefix", envvar="NUDGEFLOW_TOPIC_PREFIX", default="nudgeflow", show_default=True
+)
+def replay_command(rule: str | None, since: str | None, broker: str, topic_prefix: str) -> None:
+    """Re-deliver dead letters: re-produce them to the triggers topic."""
+    since_ms = parse_since(since) if since else None
+    count = asyncio.run(replay(broker, topic_prefix, rule, since_ms))
+    click.echo(f"replayed {count} dead letter(s) to {TopicNames(topic_prefix).triggers}")

@@ -1,0 +1,65 @@
+"""A demo webhook receiver for `nudgeflow dev`: verifies and prints each delivery.
+
+It is what a user's endpoint should do: verify the Standard Webhooks
+signature with the reference library, refuse (401) what does not verify,
+and treat `webhook-id` as an idempotency key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+
+import click
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+_SEEN = web.AppKey("seen", set)
+
+
+def _make_handler(
+    verifier: Webhook | None,
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        headers = dict(request.headers)
+        msg_id = request.headers.get("webhook-id", "?")
+        if verifier is not None:
+            try:
+                verifier.verify(body, headers, json_parse=False)
+            except WebhookVerificationError as exc:
+                click.secho(f"[receiver] REJECTED {msg_id}: {exc}", fg="red")
+                return web.json_response({"error": str(exc)}, status=401)
+        seen: set[str] = request.app[_SEEN]
+        duplicate = msg_id in seen
+        seen.add(msg_id)
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = {}
+        click.secho(
+            f"[receiver] {'duplicate ' if duplicate else ''}{msg_id} rule={payload.get('rule')} "
+            f"user={payload.get('user_id')} variant={payload.get('variant')} "
+            f"signature={'ok' if verifier else 'unchecked'}\n"
+            f"           {payload.get('message', '')!s:.200}",
+            fg="yellow" if duplicate else "green",
+        )
+        return web.json_response({"ok": True, "duplicate": duplicate})
+
+    return handle
+
+
+def build_app(secret: str | None) -> web.Application:
+    app = web.Application()
+    app[_SEEN] = set()
+    handler = _make_handler(Webhook(secret) if secret else None)
+    app.router.add_post("/{tail:.*}", handler)
+    return app
+
+
+async def start_demo_receiver(port: int, secret: str, host: str = "127.0.0.1") -> web.AppRunner:
+    """Start on host:port; stop with `await runner.cleanup()`."""
+    runner = web.AppRunner(build_app(secret), handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -1,0 +1,126 @@
+"""SSRF guard: webhooks may not reach private, loopback or link-local hosts.
+
+A destination URL is user input; without this guard a rule could make the
+worker call the cloud metadata service (169.254.169.254) or an internal
+admin port. Every resolved address is checked (one bad address refuses the
+host), IPv6 forms that embed an IPv4 address (IPv4-mapped, NAT64, 6to4,
+Teredo) are unwrapped first, and the connection goes to the address that
+was vetted -- the check lives in the aiohttp resolver -- so a second DNS
+answer (rebinding) cannot swap it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+class ForbiddenAddress(OSError):
+    """Raised (an OSError, so aiohttp wraps it as a connector error) on refusal."""
+
+    def __init__(self, host: str, address: str, reason: str) -> None:
+        super().__init__(f"{host}: {address} is {reason}; set allow_private to permit it")
+        self.host = host
+        self.address = address
+        self.reason = reason
+
+
+def _embedded_v4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    found: list[ipaddress.IPv4Address] = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip in _NAT64:
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    return found
+
+
+def _own_reason(ip: IPAddress) -> str | None:
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_private:
+        return "private"
+    if ip.is_reserved:
+        return "reserved"
+    if not ip.is_global:
+        return "not globally routable"
+    return None
+
+
+def forbidden_reason(address: str | IPAddress) -> str | None:
+    """Why an address may not be called, or None when it is a public unicast one."""
+    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            ip = ipaddress.IPv6Address(str(ip).split("%", 1)[0])
+        for inner in _embedded_v4(ip):
+            reason = _own_reason(inner)
+            if reason is not None:
+                return f"{reason} (embedded in {ip})"
+        if ip.ipv4_mapped is not None or ip in _NAT64:
+            return None  # judged by the IPv4 address it stands for
+    return _own_reason(ip)
+
+
+def literal_ip(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def check_literal_url(url: str, allow_private: bool) -> None:
+    """Config-time and send-time check for URLs that name an IP (no DNS involved)."""
+    if allow_private:
+        return
+    host = urlsplit(url).hostname or ""
+    ip = literal_ip(host)
+    if ip is None:
+        return  # a name: judged on its resolved addresses by GuardedResolver
+    reason = forbidden_reason(ip)
+    if reason is not None:
+        raise ForbiddenAddress(host, str(ip), reason)
+
+
+def vet(host: str, addresses: list[str]) -> None:
+    """Refuse the host if ANY of its addresses is forbidden."""
+    if not addresses:
+        raise ForbiddenAddress(host, "-", "unresolvable")
+    for address in addresses:
+        reason = forbidden_reason(address)
+        if reason is not None:
+            raise ForbiddenAddress(host, address, reason)
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp resolver that only ever returns vetted public addresses."""
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        vet(host, [r["host"] for r in results])
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()

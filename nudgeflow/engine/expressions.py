@@ -1,0 +1,135 @@
+"""Sandboxed `when` expressions (DESIGN §3), compiled once at load.
+
+Expressions are Jinja2 expressions run by the immutable sandbox, never Python
+`eval`. At load the parsed tree is checked: only the names `user`, `cart`,
+`event`, `now`, `count` and `sum` exist, `count`/`sum` take literal arguments
+(so the engine knows which events and windows to keep in the user's history),
+and unknown filters fail the compile. At fire time any runtime problem
+(undefined field, type error, sandbox refusal) makes the condition false with
+a reason instead of raising.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.exceptions import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from nudgeflow.engine.durations import DurationError, parse_duration
+
+NAMES = frozenset({"user", "cart", "event", "now", "count", "sum"})
+_SIGNATURES = {"count": ("type", "window"), "sum": ("type", "property", "window")}
+
+
+class ExpressionError(ValueError):
+    """A `when` expression that cannot be compiled or uses what is not allowed."""
+
+
+class _DataFirstSandbox(ImmutableSandboxedEnvironment):
+    """`cart.items` must mean the key, not `dict.items`: look up dict keys first."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+_ENV = _DataFirstSandbox(undefined=StrictUndefined)
+
+
+@dataclass(frozen=True, slots=True)
+class CountRef:
+    type: str
+    window_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SumRef:
+    type: str
+    property: str
+    window_ms: int
+
+
+@dataclass(frozen=True, eq=False)
+class Expression:
+    source: str
+    counts: frozenset[CountRef]
+    sums: frozenset[SumRef]
+    _compiled: Callable[..., Any]
+
+    def evaluate(self, context: Mapping[str, Any]) -> tuple[bool, str | None]:
+        """(result, reason): reason explains a False caused by an error."""
+        try:
+            return bool(self._compiled(**context)), None
+        except Exception as exc:  # sandbox, undefined, type errors: never a crash
+            return False, f"{type(exc).__name__}: {exc}"
+
+
+def _literal(call: nodes.Call, i: int, what: str, fn: str) -> str:
+    arg = call.args[i]
+    if not isinstance(arg, nodes.Const) or not isinstance(arg.value, str):
+        raise ExpressionError(f"{fn}(): argument {what!r} must be a quoted literal string")
+    return arg.value
+
+
+def _check_call(call: nodes.Call) -> CountRef | SumRef:
+    if not isinstance(call.node, nodes.Name):
+        raise ExpressionError("only count(...) and sum(...) may be called")
+    fn = call.node.name
+    params = _SIGNATURES.get(fn)
+    if params is None:
+        raise ExpressionError(f"unknown function {fn}() (allowed: count, sum)")
+    if call.kwargs or call.dyn_args or call.dyn_kwargs or len(call.args) != len(params):
+        raise ExpressionError(f"{fn}() takes ({', '.join(params)})")
+    values = [_literal(call, i, p, fn) for i, p in enumerate(params)]
+    try:
+        window_ms = parse_duration(values[-1])
+    except DurationError as exc:
+        raise ExpressionError(f"{fn}(): {exc}") from None
+    if window_ms <= 0:
+        raise ExpressionError(f"{fn}(): window must be positive")
+    if fn == "count":
+        return CountRef(values[0], window_ms)
+    return SumRef(values[0], values[1], window_ms)
+
+
+def compile_expression(source: str) -> Expression:
+    """Parse, check names and calls, compile. Raises ExpressionError."""
+    if not isinstance(source, str) or not source.strip():
+        raise ExpressionError("expression is empty")
+    try:
+        tree = _ENV.parse("{{ " + source + " }}")
+    except TemplateSyntaxError as exc:
+        raise ExpressionError(f"does not compile: {exc.message}") from None
+    body = tree.body
+    if len(body) != 1 or not isinstance(body[0], nodes.Output) or len(body[0].nodes) != 1:
+        raise ExpressionError("must be a single expression")
+    for name in tree.find_all(nodes.Name):
+        if name.name not in NAMES:
+            raise ExpressionError(
+                f"unknown name {name.name!r} (allowed: {', '.join(sorted(NAMES))})"
+            )
+        if name.ctx != "load":
+            raise ExpressionError(f"cannot assign to {name.name!r}")
+    refs: list[CountRef | SumRef] = []
+    called: set[int] = set()
+    for call in tree.find_all(nodes.Call):
+        refs.append(_check_call(call))
+        called.add(id(call.node))
+    for name in tree.find_all(nodes.Name):
+        if name.name in _SIGNATURES and id(name) not in called:
+            raise ExpressionError(f"{name.name} must be called: {name.name}(...)")
+    try:
+        compiled = _ENV.compile_expression(source, undefined_to_none=False)
+    except TemplateError as exc:
+        raise ExpressionError(f"does not compile: {exc}") from None
+    return Expression(
+        source=source,
+        counts=frozenset(r for r in refs if isinstance(r, CountRef)),
+        sums=frozenset(r for r in refs if isinstance(r, SumRef)),
+        _compiled=compiled,
+    )

@@ -1,0 +1,167 @@
+"""Anti-fatigue limits: the global rolling cap and quiet hours in the user's time zone.
+
+Pure functions over epoch milliseconds; the core keeps the fire history and decides
+what a suppression means (drop, defer, audit).
+
+Quiet-hours semantics (DST-safe, documented here because wall clocks are not monotonic):
+
+* A window is a pair of local wall-clock times ``[start, end)``; ``start > end`` wraps
+  midnight (``21:00``-``08:00`` starts on local day D and ends on D+1); ``start == end``
+  means no quiet hours at all.
+* Each local day D yields one window *instance*, the instant interval
+  ``[resolve(D, start), resolve(D or D+1, end))``. A wall time is resolved to an instant as
+  "the first instant at which the local clock reads that time or later":
+  - a wall time that does not exist (the spring-forward gap, e.g. 02:30 in New York on
+    the second Sunday of March) resolves to the transition instant, when the clock jumps
+    past it (03:00 local); a window lying entirely inside the gap is empty that day;
+  - a wall time that happens twice (the fall-back hour, e.g. 01:30 in New York on the
+    first Sunday of November) resolves to its first occurrence; once the instance has
+    ended, the repeated hour does not re-enter quiet hours.
+* ``quiet_until`` returns the end of the instance containing ``at_ms`` (the moment a
+  deferred message may go out), else None.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+_UTC = dt.UTC
+_DAY = dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Cap:
+    """At most `count` fires in any rolling window of `per_ms` milliseconds."""
+
+    count: int
+    per_ms: int
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            raise ValueError(f"cap count must be >= 0, got {self.count}")
+        if self.per_ms <= 0:
+            raise ValueError(f"cap window must be > 0 ms, got {self.per_ms}")
+
+
+def fires_in_window(fire_times_ms: Sequence[int], per_ms: int, at_ms: int) -> list[int]:
+    """Fire times inside the rolling window ``(at_ms - per_ms, at_ms]``, in input order.
+
+    The core can use it to prune the stored history: older fires never count again.
+    """
+    lower = at_ms - per_ms
+    return [t for t in fire_times_ms if lower < t <= at_ms]
+
+
+def cap_allows(fire_times_ms: Sequence[int], cap: Cap, at_ms: int) -> bool:
+    """True if one more fire at `at_ms` stays within the cap (rolling, never reset at midnight).
+
+    A fire exactly `per_ms` ago has left the window; one a millisecond younger still counts.
+    """
+    return len(fires_in_window(fire_times_ms, cap.per_ms, at_ms)) < cap.count
+
+
+def cap_frees_at(fire_times_ms: Sequence[int], cap: Cap, at_ms: int) -> int | None:
+    """Earliest instant >= `at_ms` at which `cap_allows` holds again (None if count is 0).
+
+    Useful to show "capped until ..." in the audit trail or to defer instead of drop.
+    """
+    if cap.count == 0:
+        return None
+    inside = sorted(fires_in_window(fire_times_ms, cap.per_ms, at_ms))
+    excess = len(inside) - cap.count
+    if excess < 0:
+        return at_ms
+    # The window must shed `excess + 1` fires; the (excess)-th oldest leaves at t + per_ms.
+    return inside[excess] + cap.per_ms
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """A daily quiet window in the user's local time; see the module docstring."""
+
+    start: dt.time
+    end: dt.time
+    action: Literal["defer", "drop"]
+    fallback_tz: str = "UTC"
+
+    def __post_init__(self) -> None:
+        if self.action not in ("defer", "drop"):
+            raise ValueError(f"quiet_hours action must be 'defer' or 'drop', got {self.action!r}")
+        if self.start.tzinfo is not None or self.end.tzinfo is not None:
+            raise ValueError("quiet_hours start/end are local wall times; give them no tzinfo")
+        if _zone_or_none(self.fallback_tz) is None:
+            raise ValueError(f"unknown fallback time zone {self.fallback_tz!r}")
+
+
+@lru_cache(maxsize=1024)
+def _zone_or_none(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):
+        return None
+
+
+def zone_for(tz_name: str | None, fallback_tz: str = "UTC") -> ZoneInfo:
+    """The user's IANA zone; a missing, unknown or malformed name gives `fallback_tz`."""
+    if isinstance(tz_name, str) and tz_name.strip():
+        zone = _zone_or_none(tz_name.strip())
+        if zone is not None:
+            return zone
+    fallback = _zone_or_none(fallback_tz)
+    if fallback is None:
+        raise ValueError(f"unknown fallback time zone {fallback_tz!r}")
+    return fallback
+
+
+def _resolve_wall(day: dt.date, wall: dt.time, zone: ZoneInfo) -> int:
+    """First instant (epoch ms) at which the local clock in `zone` reads `day wall` or later."""
+    naive = dt.datetime.combine(day, wall)
+    first = naive.replace(tzinfo=zone, fold=0)
+    as_utc = first.astimezone(_UTC)
+    if as_utc.astimezone(zone).replace(tzinfo=None) == naive:
+        return _epoch_ms(as_utc)  # exists; fold=0 is the first occurrence if ambiguous
+    # In a gap: fold=1 maps with the post-transition offset (earlier instant), fold=0 with
+    # the pre-transition one (later instant); the jump lies between. Bisect to the second.
+    lo = int(naive.replace(tzinfo=zone, fold=1).timestamp())
+    hi = int(as_utc.timestamp())
+    if lo > hi:
+        lo, hi = hi, lo
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        local = dt.datetime.fromtimestamp(mid, zone).replace(tzinfo=None)
+        if local >= naive:
+            hi = mid
+        else:
+            lo = mid
+    return hi * 1000
+
+
+def _epoch_ms(instant: dt.datetime) -> int:
+    delta = instant - dt.datetime(1970, 1, 1, tzinfo=_UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def quiet_until(at_ms: int, tz_name: str | None, qh: QuietHours) -> int | None:
+    """Epoch ms at which the quiet window containing `at_ms` ends, or None if not quiet."""
+    if qh.start == qh.end:
+        return None
+    zone = zone_for(tz_name, qh.fallback_tz)
+    local_day = dt.datetime.fromtimestamp(at_ms / 1000, zone).date()
+    wraps = qh.start > qh.end
+    # The instance of day D-1 may still be open (wrapping windows); D+1 only matters
+    # around zones that turn the clock back across midnight.
+    for day in (local_day - _DAY, local_day, local_day + _DAY):
+        begin = _resolve_wall(day, qh.start, zone)
+        finish = _resolve_wall(day + _DAY if wraps else day, qh.end, zone)
+        if begin <= at_ms < finish:
+            return finish
+    return None
+
+
+def is_quiet(at_ms: int, tz_name: str | None, qh: QuietHours) -> bool:
+    return quiet_until(at_ms, tz_name, qh) is not None

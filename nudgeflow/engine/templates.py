@@ -1,0 +1,376 @@
+"""Sandboxed Jinja2 message rendering: personalization, money/date filters, discount codes.
+
+Templates are operator-authored but render user-supplied data, and a typo must fail at
+start (``Templates.check`` against ``SAMPLE_CONTEXT``), not at the 3 a.m. send. Every
+failure, whatever its cause, surfaces as one exception type, ``TemplateError``, whose
+message names the template and line, so the core can turn it into a decision with a
+reason instead of crashing.
+
+Templates whose name ends in ``.json.j2`` must render to valid JSON (use ``| tojson`` for
+values); ``render`` returns the text either way, ``render_json`` the parsed value.
+Optional traits work with ``{{ user.first_name | default('there') }}`` or
+``{% if user.vip is defined %}``; a bare missing name is an error (StrictUndefined).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Callable, Mapping
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+from jinja2 import ChoiceLoader, FileSystemLoader, FunctionLoader, StrictUndefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from nudgeflow.engine.limits import zone_for
+
+JSON_SUFFIX = ".json.j2"
+
+SAMPLE_CONTEXT: Mapping[str, Any] = {
+    "user": {
+        "id": "user-sample-1",
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+        "segment": "loyal",
+        "timezone": "Europe/London",
+        "orders_count": 3,
+    },
+    "cart": {
+        "items": [
+            {"product_id": "sku-1", "product_name": "Trail Shoes", "price": 49.95, "quantity": 1},
+            {"product_id": "sku-2", "product_name": "Wool Socks", "price": 4.975, "quantity": 2},
+        ],
+        "value": 59.90,
+        "count": 3,
+        "currency": "USD",
+    },
+    "event": {
+        "type": "cart_add",
+        "ts": "2024-05-01T12:00:00Z",
+        "properties": {"product_id": "sku-2", "product_name": "Wool Socks", "price": 4.975},
+    },
+    "rule": "sample_rule",
+    "variant": "default",
+    "trigger_id": "trg_sample",
+    "step": 0,
+    "fired_at": "2024-05-01T12:30:00Z",
+}
+
+
+class TemplateError(Exception):
+    """Any template failure (missing, syntax, undefined name, sandbox, runtime, bad JSON)."""
+
+    def __init__(self, template: str, message: str, line: int | None = None) -> None:
+        where = f"template {template!r}" + (f" line {line}" if line else "")
+        super().__init__(f"{where}: {message}")
+        self.template = template
+        self.line = line
+        self.reason = message
+
+
+# --- money --------------------------------------------------------------------------------
+
+# symbol, decimals; anything else renders as "1,234.50 SEK"
+_CURRENCIES: dict[str, tuple[str, int]] = {
+    "USD": ("$", 2),
+    "EUR": ("€", 2),
+    "GBP": ("£", 2),
+    "JPY": ("¥", 0),
+    "CNY": ("CN¥", 2),
+    "KRW": ("₩", 0),
+    "INR": ("₹", 2),
+    "CAD": ("CA$", 2),
+    "AUD": ("A$", 2),
+    "NZD": ("NZ$", 2),
+    "BRL": ("R$", 2),
+    "MXN": ("MX$", 2),
+    "CHF": ("CHF ", 2),
+    "BHD": ("", 3),
+    "KWD": ("", 3),
+}
+
+
+def format_money(value: Any, currency: str | None = "USD") -> str:
+    """`59.9, "USD"` -> "$59.90"; JPY has no minor unit ("¥1,200"); unknown codes trail."""
+    if isinstance(value, bool):
+        raise TypeError("money expects a number, got a boolean")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise ValueError(f"money expects a number, got {value!r}") from exc
+    if not amount.is_finite():
+        raise ValueError(f"money expects a finite number, got {value!r}")
+    code = (currency or "USD").upper()
+    symbol, decimals = _CURRENCIES.get(code, ("", 2))
+    rounded = amount.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+    digits = f"{abs(rounded):,.{decimals}f}"
+    sign = "-" if rounded < 0 else ""
+    if code in _CURRENCIES and symbol:
+        return f"{sign}{symbol}{digits}"
+    return f"{sign}{digits} {code}"
+
+
+@jinja2.pass_context
+def _money_filter(context: jinja2.runtime.Context, value: Any, currency: str | None = None) -> str:
+    if currency is None:
+        cart = context.get("cart")
+        currency = cart.get("currency") if isinstance(cart, Mapping) else None
+    return format_money(value, currency)
+
+
+# --- dates --------------------------------------------------------------------------------
+
+
+def parse_instant(value: Any) -> dt.datetime:
+    """ISO 8601 string (``Z`` allowed, naive means UTC), epoch ms, or datetime -> aware."""
+    if isinstance(value, dt.datetime):
+        instant = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        instant = dt.datetime.fromtimestamp(value / 1000, dt.UTC)
+    elif isinstance(value, str):
+        instant = dt.datetime.fromisoformat(value.strip())
+    else:
+        raise TypeError(f"expected an ISO 8601 time or epoch ms, got {value!r}")
+    return instant if instant.tzinfo else instant.replace(tzinfo=dt.UTC)
+
+
+def format_datetime(value: Any, fmt: str = "%Y-%m-%d %H:%M", tz: str | None = None) -> str:
+    """strftime of an instant, shown in `tz` (IANA; unknown -> UTC) or as given."""
+    instant = parse_instant(value)
+    if tz is not None:
+        instant = instant.astimezone(zone_for(tz))
+    return instant.strftime(fmt)
+
+
+def format_date(value: Any, fmt: str = "%Y-%m-%d", tz: str | None = None) -> str:
+    return format_datetime(value, fmt, tz)
+
+
+# --- discount codes -----------------------------------------------------------------------
+
+_CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # 32 symbols: no 0/O, 1/I/L confusion
+_CODE_LENGTH = 8  # 40 bits of HMAC: guessing one valid code takes ~10^12 tries
+_CODE_RE = re.compile(rf"^SAVE(\d{{1,3}})-([{_CODE_ALPHABET}]{{{_CODE_LENGTH}}})$")
+
+
+def _code_suffix(secret: bytes, user_id: str, rule: str, percent: int) -> str:
+    digest = hmac.new(secret, f"{user_id}|{rule}|{percent}".encode(), hashlib.sha256).digest()
+    number = int.from_bytes(digest[:8], "big")
+    chars = []
+    for _ in range(_CODE_LENGTH):
+        number, index = divmod(number, len(_CODE_ALPHABET))
+        chars.append(_CODE_ALPHABET[index])
+    return "".join(chars)
+
+
+def make_discount_code(percent: int, *, user_id: str, rule: str, secret: bytes) -> str:
+    """Per-user, per-rule code such as "SAVE10-7K3QX9AB"; verifiable without storage."""
+    if isinstance(percent, bool) or not isinstance(percent, int) or not 1 <= percent <= 100:
+        raise ValueError(f"discount percent must be an integer 1..100, got {percent!r}")
+    return f"SAVE{percent}-{_code_suffix(secret, user_id, rule, percent)}"
+
+
+def verify_discount_code(code: str, *, user_id: str, rule: str, secret: bytes) -> int | None:
+    """The percent a code grants if it was issued to this user for this rule, else None."""
+    match = _CODE_RE.match(code.strip().upper()) if isinstance(code, str) else None
+    if match is None:
+        return None
+    percent = int(match.group(1))
+    if not 1 <= percent <= 100 or match.group(1) != str(percent):
+        return None
+    expected = _code_suffix(secret, user_id, rule, percent)
+    return percent if hmac.compare_digest(expected, match.group(2)) else None
+
+
+# --- images -------------------------------------------------------------------------------
+
+
+def image_url(base: str, **params: Any) -> str:
+    """Dynamic image URL: `base` plus the url-encoded params (None values left out)."""
+    query = urlencode(
+        [
+            (key, "true" if v is True else "false" if v is False else v)
+            for key, v in params.items()
+            if v is not None
+        ]
+    )
+    if not query:
+        return base
+    return f"{base}{'&' if '?' in base else '?'}{query}"
+
+
+# --- environment --------------------------------------------------------------------------
+
+MAX_POWER_EXPONENT = 64
+MAX_REPEAT_LENGTH = 100_000
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, plus bounds on `**` and sequence `*` so a template cannot
+    hang the worker or exhaust memory (the stock sandbox only bounds `range`), and
+    mapping keys winning over method names."""
+
+    intercepted_binops = frozenset({"**", "*"})
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """Keys before attributes for mappings, so `cart.items` is the cart's items, not
+        `dict.items`; everything else goes through the sandbox's checks."""
+        if isinstance(obj, Mapping):
+            try:
+                return obj[attribute]
+            except (KeyError, TypeError):
+                pass
+        return super().getattr(obj, attribute)
+
+    def call_binop(
+        self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
+    ) -> Any:
+        if operator == "**":
+            if isinstance(right, int) and abs(right) > MAX_POWER_EXPONENT:
+                raise jinja2.sandbox.SecurityError(
+                    f"exponent {right} exceeds the sandbox limit {MAX_POWER_EXPONENT}"
+                )
+            return left**right
+        for seq, times in ((left, right), (right, left)):
+            too_long = (
+                isinstance(seq, str | list | tuple)
+                and isinstance(times, int)
+                and len(seq) * times > MAX_REPEAT_LENGTH
+            )
+            if too_long:
+                raise jinja2.sandbox.SecurityError(
+                    f"repeated sequence longer than the sandbox limit {MAX_REPEAT_LENGTH}"
+                )
+        return left * right
+
+
+class Templates:
+    """Loads, checks and renders message templates from a directory and/or inline sources.
+
+    Inline templates win over files of the same name. Compiled templates are cached.
+    """
+
+    def __init__(
+        self,
+        directory: Path | None,
+        *,
+        secret: bytes,
+        inline: Mapping[str, str] | None = None,
+        sample_context: Mapping[str, Any] = SAMPLE_CONTEXT,
+    ) -> None:
+        self._secret = secret
+        self._directory = Path(directory) if directory is not None else None
+        self._sample = sample_context
+        self._inline = dict(inline or {})
+        loaders: list[jinja2.BaseLoader] = [FunctionLoader(self._inline_source)]
+        if directory is not None:
+            loaders.append(FileSystemLoader(str(directory)))
+        self._env = _Sandbox(
+            loader=ChoiceLoader(loaders),
+            undefined=StrictUndefined,
+            autoescape=False,
+            auto_reload=False,
+            cache_size=-1,
+            keep_trailing_newline=True,
+        )
+        self._env.filters.update(money=_money_filter, date=format_date, datetime=format_datetime)
+        self._env.globals.update(discount_code=self._discount_code, image_url=image_url)
+        self._compiled: dict[str, jinja2.Template] = {}
+
+    def _inline_source(self, name: str) -> tuple[str, str, Callable[[], bool]] | None:
+        source = self._inline.get(name)
+        if source is None:
+            return None
+        return source, f"<inline {name}>", lambda: True
+
+    @jinja2.pass_context
+    def _discount_code(self, context: jinja2.runtime.Context, percent: int) -> str:
+        user = context.get("user")
+        user_id = user.get("id") if isinstance(user, Mapping) else None
+        rule = context.get("rule")
+        if not isinstance(user_id, str) or not isinstance(rule, str):
+            raise ValueError("discount_code needs user.id and rule in the context")
+        return make_discount_code(percent, user_id=user_id, rule=rule, secret=self._secret)
+
+    def _template(self, name: str) -> jinja2.Template:
+        cached = self._compiled.get(name)
+        if cached is None:
+            try:
+                cached = self._env.get_template(name)
+            except jinja2.TemplateNotFound as exc:
+                raise TemplateError(name, f"not found ({exc.message or exc.name})") from exc
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateError(name, f"syntax error: {exc.message}", exc.lineno) from exc
+            except Exception as exc:
+                raise TemplateError(name, f"cannot load: {exc}") from exc
+            self._compiled[name] = cached
+        return cached
+
+    def names(self) -> list[str]:
+        """Every template this instance can render: inline ones and `*.j2` files."""
+        found = set(self._inline)
+        if self._directory is not None:
+            found.update(
+                path.relative_to(self._directory).as_posix()
+                for path in self._directory.rglob("*.j2")
+                if path.is_file()
+            )
+        return sorted(found)
+
+    def check_all(self) -> None:
+        """`check` every template (start-up); the first failure raises TemplateError."""
+        for name in self.names():
+            self.check(name)
+
+    def check(self, name: str) -> None:
+        """Compile and render against the sample context; raises TemplateError."""
+        self.render(name, self._sample)
+
+    def render(self, name: str, context: Mapping[str, Any]) -> str:
+        """Render to text (validated JSON for `.json.j2`); any failure is a TemplateError."""
+        template = self._template(name)
+        try:
+            text = template.render(context)
+        except jinja2.TemplateSyntaxError as exc:  # a broken {% include %} target
+            raise TemplateError(name, f"syntax error: {exc.message}", exc.lineno) from exc
+        except Exception as exc:
+            line, where = _template_frame(exc, template)
+            detail = f"{type(exc).__name__}: {exc}" + (f" (in {where})" if where else "")
+            raise TemplateError(name, detail, line) from exc
+        if name.endswith(JSON_SUFFIX):
+            try:
+                json.loads(text)
+            except ValueError as exc:
+                raise TemplateError(name, f"rendered invalid JSON: {exc}") from exc
+        return text
+
+    def render_json(self, name: str, context: Mapping[str, Any]) -> Any:
+        """Render a `.json.j2` template and parse it."""
+        text = self.render(name, context)
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise TemplateError(name, f"rendered invalid JSON: {exc}") from exc
+
+
+def _template_frame(exc: BaseException, template: jinja2.Template) -> tuple[int | None, str]:
+    """Line of the innermost template frame (Jinja rewrites tracebacks so that template
+    frames carry template lines), and that template's file if it is not the one rendered."""
+    own = template.filename or "<template>"
+    line: int | None = None
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame_globals = tb.tb_frame.f_globals
+        if frame_globals.get("__jinja_exception__") is exc:
+            filename = str(frame_globals.get("__file__", ""))
+            line, where = tb.tb_lineno, ("" if filename == own else filename)
+        tb = tb.tb_next
+    return line, where

@@ -1,0 +1,94 @@
+"""The Faust app factory and the Runtime every agent registers against.
+
+There is no module-level app: tests and `nudgeflow dev` build as many as they
+need, each from a validated config and settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import faust
+
+from nudgeflow.agents.timers import TickBook
+from nudgeflow.engine.core import Engine, build_engine
+from nudgeflow.pipeline.config import NudgeflowConfig
+from nudgeflow.pipeline.settings import WorkerSettings
+from nudgeflow.pipeline.topics import TopicNames
+from nudgeflow.tables import timers as timers_table
+from nudgeflow.tables import users as users_table
+
+log = logging.getLogger(__name__)
+
+_DEV_SECRET = b"nudgeflow-dev-secret-change-me"
+
+
+@dataclass
+class Runtime:
+    """Everything an agent or a web view needs, built once per worker."""
+
+    app: faust.App
+    settings: WorkerSettings
+    config: NudgeflowConfig
+    topics: TopicNames
+    engine: Engine
+    users: faust.Table
+    timers: faust.Table
+    tick_book: TickBook = field(default_factory=TickBook)
+
+    @property
+    def partitions(self) -> int:
+        return self.settings.partitions
+
+
+def engine_secret() -> bytes:
+    """Key for discount codes and other HMACs; from the environment only."""
+    secret = os.environ.get("NUDGEFLOW_SECRET")
+    if not secret:
+        log.warning("NUDGEFLOW_SECRET is not set; using the development secret")
+        return _DEV_SECRET
+    return secret.encode()
+
+
+def create_app(settings: WorkerSettings) -> faust.App:
+    return faust.App(
+        settings.group_id,
+        broker=[f"kafka://{b.strip()}" for b in settings.broker.split(",")],
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        web_enabled=False,
+        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=settings.standby_replicas,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger_ms=1,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        autodiscover=False,
+        topic_disable_leader=True,
+    )
+
+
+def create_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime:
+    """Build the app, its tables, and register every agent."""
+    from nudgeflow.agents import deliver, evaluate, timers  # noqa: PLC0415 (import cycle)
+
+    app = create_app(settings)
+    rt = Runtime(
+        app=app,
+        settings=settings,
+        config=config,
+        topics=TopicNames(settings.topic_prefix),
+        engine=build_engine(config, secret=engine_secret()),
+        users=users_table.define(app, settings.partitions),
+        timers=timers_table.define(app, settings.partitions),
+    )
+    evaluate.register(rt)
+    timers.register(rt)
+    deliver.register(rt)
+    return rt

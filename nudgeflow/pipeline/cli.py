@@ -1,0 +1,84 @@
+"""The `nudgeflow` command line: thin wrappers; the work lives in the packages."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from nudgeflow import __version__
+
+
+@click.group()
+@click.version_option(__version__, prog_name="nudgeflow")
+def main() -> None:
+    """Nudgeflow: real-time behavioral triggers on Kafka."""
+
+
+_config_option = click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None, help="nudgeflow.yaml (default: the built-in five rules)",
+)
+
+
+@main.command()
+@_config_option
+@click.option("--broker", default=None, help="Kafka bootstrap servers host:port")
+@click.option("--web-port", type=int, default=None)
+@click.option("--web-host", default=None)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--partitions", type=int, default=None)
+@click.option("--topic-prefix", default=None)
+@click.option("--log-level", default=None)
+def worker(config_path: Path | None, **flags: object) -> None:
+    """Run a worker: evaluate rules, fire timers, deliver webhooks, serve HTTP."""
+    from nudgeflow.pipeline import worker as worker_mod  # noqa: PLC0415 (fast CLI start)
+    from nudgeflow.pipeline.config import ConfigError  # noqa: PLC0415
+    from nudgeflow.pipeline.settings import SettingsError  # noqa: PLC0415
+
+    try:
+        rt = worker_mod.prepare(config_path, flags)
+    except (ConfigError, SettingsError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    worker_mod.run(rt)
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--broker", default="127.0.0.1:9092", show_default=True)
+@click.option("--topic-prefix", default="nudgeflow", show_default=True)
+def send(file: Path, broker: str, topic_prefix: str) -> None:
+    """Produce events from a JSONL file (one JSON event per line) to <prefix>.events."""
+    import asyncio  # noqa: PLC0415
+
+    from nudgeflow.pipeline.send import send_file  # noqa: PLC0415
+
+    sent = asyncio.run(send_file(file, broker=broker, topic=f"{topic_prefix}.events"))
+    click.echo(f"sent {sent} events to {topic_prefix}.events on {broker}")
+
+
+@main.command()
+@_config_option
+@click.option("--kafka-port", type=int, default=9092, show_default=True)
+@click.option("--web-port", type=int, default=6066, show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("var/dev"))
+@click.option("--no-demo", is_flag=True, help="no demo receiver and sample traffic")
+def dev(config_path: Path | None, kafka_port: int, web_port: int, data_dir: Path, no_demo: bool) -> None:
+    """The embedded default: local Kafka + worker + web + demo receiver + sample traffic."""
+    from nudgeflow.pipeline.dev import run_dev  # noqa: PLC0415
+
+    run_dev(
+        config_path=config_path, kafka_port=kafka_port, web_port=web_port,
+        data_dir=data_dir, demo=not no_demo,
+    )
+
+
+def _attach_subcommands() -> None:
+    from nudgeflow.kafka.command import command as kafka_command  # noqa: PLC0415
+
+    main.add_command(kafka_command, "kafka")
+
+
+_attach_subcommands()

@@ -1,0 +1,78 @@
+"""Sample traffic for `nudgeflow dev`: a cast of users that makes every default rule fire.
+
+Every cycle invents fresh users and walks each through one story, posting the
+events to the worker's own HTTP API exactly as a shop would:
+
+* ana_N adds $120 to her cart and leaves          -> abandoned_cart
+* ben_N views three products and buys nothing     -> browse_abandonment
+* cleo_N logs in once and never comes back        -> re_engagement
+* dan_N signs up                                  -> welcome_series (two steps)
+* eve_N buys something                            -> post_purchase
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+from mode import Service
+
+log = logging.getLogger(__name__)
+
+
+def story(cycle: int, now_ms: int) -> list[dict[str, Any]]:
+    def ev(user: str, type_: str, offset_ms: int = 0, **props: Any) -> dict[str, Any]:
+        return {
+            "event_id": uuid.uuid4().hex,
+            "user_id": f"{user}_{cycle}",
+            "type": type_,
+            "ts": now_ms + offset_ms,
+            "properties": props,
+            "traits": {"name": user.capitalize(), "email": f"{user}{cycle}@example.com",
+                       "timezone": "UTC"},
+        }
+
+    return [
+        ev("ana", "cart_add", product_id="sku-1", product_name="Trail shoes", price=120.0,
+           quantity=1, currency="USD"),
+        ev("ben", "product_view", 0, product_id="sku-2", product_name="Rain jacket"),
+        ev("ben", "product_view", 1, product_id="sku-3", product_name="Wool socks"),
+        ev("ben", "product_view", 2, product_id="sku-4", product_name="Headlamp"),
+        ev("cleo", "login"),
+        ev("dan", "signup"),
+        ev("eve", "purchase", product_id="sku-5", product_name="Tent", price=300.0,
+           cart_value=300.0, currency="USD"),
+    ]
+
+
+class DemoTraffic(Service):
+    """Posts one story per `every_s` to the worker's /events until stopped."""
+
+    def __init__(self, events_url: str, *, every_s: float = 60.0, token: str | None = None,
+                 **kwargs: Any) -> None:
+        self.events_url = events_url
+        self.every_s = every_s
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        super().__init__(**kwargs)
+
+    @Service.task
+    async def _cycle(self) -> None:
+        await asyncio.sleep(3.0)  # let the worker take its partitions
+        cycle = 0
+        async with aiohttp.ClientSession() as session:
+            while not self.should_stop:
+                events = story(cycle, int(time.time() * 1000))
+                try:
+                    async with session.post(self.events_url, json=events,
+                                            headers=self.headers) as resp:
+                        body = await resp.text()
+                        log.warning("demo traffic: cycle %d posted %d events -> %d %s",
+                                    cycle, len(events), resp.status, body)
+                except aiohttp.ClientError as exc:
+                    log.warning("demo traffic: worker not reachable yet (%s)", exc)
+                cycle += 1
+                await self.sleep(self.every_s)

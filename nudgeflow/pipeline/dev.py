@@ -1,0 +1,97 @@
+"""`nudgeflow dev`: the embedded default, like `temporal server start-dev`.
+
+One process tree: a local single-node Kafka (KRaft, jars from Maven Central,
+cached), a worker with its web server, a demo webhook receiver that verifies
+and prints every delivery, and sample traffic that makes every default rule
+fire within a minute (the dev config shortens the delays and says so).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import faust
+from mode import Service
+
+from nudgeflow.kafka.broker import LocalKafka, free_port
+from nudgeflow.pipeline.app import create_runtime
+from nudgeflow.pipeline.config import load_config
+from nudgeflow.pipeline.demo import DemoTraffic
+from nudgeflow.pipeline.provision import ensure_topics
+from nudgeflow.pipeline.settings import resolve_settings
+from nudgeflow.pipeline.web.server import WebServer
+
+DEV_CONFIG = Path(__file__).resolve().parent.parent / "defaults" / "dev.yaml"
+
+
+class DemoReceiver(Service):
+    def __init__(self, port: int, secret: str, **kwargs: object) -> None:
+        self.port = port
+        self.secret = secret
+        self._runner: object | None = None
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        from nudgeflow.delivery.receiver import start_demo_receiver  # noqa: PLC0415
+
+        self._runner = await start_demo_receiver(self.port, self.secret)
+
+    async def on_stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()  # type: ignore[attr-defined]
+
+
+def _port_or_free(port: int) -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
+
+
+def run_dev(*, config_path: Path | None, kafka_port: int, web_port: int, data_dir: Path,
+            demo: bool) -> None:
+    import asyncio  # noqa: PLC0415
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    receiver_port = _port_or_free(web_port + 1)
+    demo_secret = os.environ.get("NUDGEFLOW_DEMO_SECRET") or (
+        "whsec_" + __import__("base64").b64encode(secrets.token_bytes(24)).decode()
+    )
+    os.environ.setdefault("NUDGEFLOW_DEMO_PORT", str(receiver_port))
+    os.environ["NUDGEFLOW_DEMO_SECRET"] = demo_secret
+    config = load_config(config_path or DEV_CONFIG)
+
+    with LocalKafka(port=_port_or_free(kafka_port), data_dir=data_dir / "kafka") as kafka:
+        settings = resolve_settings(
+            config.settings,
+            flags={"broker": kafka.bootstrap, "web_port": web_port,
+                   "data_dir": data_dir / "worker", "log_level": "warn"},
+        )
+        asyncio.run(ensure_topics(settings))
+        rt = create_runtime(config, settings)
+        url = f"http://{settings.web_host}:{settings.web_port}"
+        print(
+            f"\nNudgeflow dev is up.\n"
+            f"  Kafka bootstrap : {kafka.bootstrap}  (topics {settings.topic_prefix}.*)\n"
+            f"  Send events     : POST {url}/events   (or WebSocket {url}/ws/events)\n"
+            f"  Health / ready  : {url}/health  {url}/ready\n"
+            f"  Metrics         : {url}/metrics\n"
+            f"  Demo receiver   : http://127.0.0.1:{receiver_port}/webhooks\n"
+            f"Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        services: list[Service] = [WebServer(rt)]
+        if demo:
+            services += [DemoReceiver(receiver_port, demo_secret),
+                         DemoTraffic(url + "/events")]
+        worker = faust.Worker(rt.app, *services, loglevel="warn", redirect_stdouts=False)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit:
+            pass

@@ -1,0 +1,44 @@
+"""Start a worker process: config -> settings -> topics -> Faust worker + web server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from nudgeflow.pipeline.app import Runtime, create_runtime
+from nudgeflow.pipeline.config import load_config
+from nudgeflow.pipeline.provision import ensure_topics
+from nudgeflow.pipeline.settings import WorkerSettings, resolve_settings
+from nudgeflow.pipeline.web.server import WebServer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "defaults" / "nudgeflow.yaml"
+
+
+def prepare(config_path: Path | None, flags: Mapping[str, Any]) -> Runtime:
+    """Validate everything (fails fast, naming rule and field), then build the runtime."""
+    config = load_config(config_path or DEFAULT_CONFIG)
+    settings = resolve_settings(config.settings, flags=flags)
+    return create_runtime(config, settings)
+
+
+def provision(settings: WorkerSettings) -> None:
+    asyncio.run(ensure_topics(settings))
+
+
+def run(rt: Runtime) -> None:
+    """Run until SIGINT/SIGTERM. Blocks; Faust owns the event loop."""
+    provision(rt.settings)
+    worker = faust.Worker(
+        rt.app,
+        WebServer(rt),
+        loglevel=rt.settings.log_level,
+        redirect_stdouts=False,
+    )
+    worker.execute_from_commandline()

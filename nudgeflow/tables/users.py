@@ -1,0 +1,32 @@
+"""The user state table: user id -> msgpack-encoded `engine.state.UserState`.
+
+Partitioned like the events (key = user id), changelog-backed, stored in
+RocksDB. Reads and writes happen only inside the evaluate agent's stream
+iteration, where Faust knows the partition (DESIGN §7).
+"""
+
+from __future__ import annotations
+
+import faust
+
+from nudgeflow.engine.state import UserState, decode_state, encode_state
+from nudgeflow.tables.schema import RAW_TABLE
+
+
+def define(app: faust.App, partitions: int) -> faust.Table:
+    return app.Table(
+        "users",
+        default=None,
+        **RAW_TABLE,
+        partitions=partitions,
+        help="Per-user state (profile, cart, history, armed rules)",
+    )
+
+
+def load(table: faust.Table, user_key: bytes) -> UserState | None:
+    raw = table.get(user_key)
+    return decode_state(raw) if raw else None
+
+
+def save(table: faust.Table, user_key: bytes, state: UserState) -> None:
+    table[user_key] = encode_state(state)

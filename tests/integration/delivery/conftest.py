@@ -1,0 +1,166 @@
+"""Run the deliver agents in a subprocess worker against the suite's Kafka broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from nudgeflow.engine.actions import Trigger
+from nudgeflow.pipeline.topics import TopicNames
+from tests.fixtures.kafka import Record, create_topics, produce
+
+ARTIFACTS = Path(os.environ.get("NUDGEFLOW_TEST_ARTIFACTS", "test-artifacts"))
+FAST_DELIVERY = {
+    "retry_schedule": ["200ms", "500ms", "1s"],
+    "breaker_failures": 50,
+    "breaker_reset": "1s",
+}
+
+
+def make_trigger(n: int | str, dests: list[str], **fields: Any) -> Trigger:
+    return Trigger(
+        trigger_id=f"trg-{n}",
+        rule="abandoned_cart",
+        user_id=f"user-{n}",
+        variant="standard",
+        step=0,
+        fired_at="2026-01-01T10:30:00Z",
+        deadline="2026-01-01T10:30:00Z",
+        armed_at="2026-01-01T10:00:00Z",
+        late=False,
+        lateness_s=0.0,
+        message=f"Come back, user {n}",
+        destinations=dests,
+        fields=fields,
+    )
+
+
+def as_record(t: Trigger) -> Record:
+    return Record(value=msgspec.json.encode(t), key=t.user_id.encode())
+
+
+@dataclass
+class DeliverWorker:
+    spec: dict[str, Any]
+    spec_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(
+        default_factory=lambda: ARTIFACTS / f"deliver-{uuid.uuid4().hex[:6]}.log"
+    )
+
+    @property
+    def topics(self) -> TopicNames:
+        return TopicNames(self.spec["prefix"])
+
+    def start(self) -> DeliverWorker:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.integration.delivery.deliver_worker",
+                    str(self.spec_path),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self, n: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
+
+    async def produce(self, triggers: list[Trigger] | list[Record]) -> None:
+        records = [t if isinstance(t, Record) else as_record(t) for t in triggers]
+        await produce(self.spec["broker"], self.topics.triggers, records)
+
+
+StartWorker = Callable[..., Awaitable[DeliverWorker]]
+
+
+async def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, worker: DeliverWorker | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{worker.tail() if worker else ''}")
+        if worker is not None and worker.proc is not None and worker.proc.poll() is not None:
+            raise AssertionError(f"worker exited while waiting for {what}\n{worker.tail()}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def start_deliver_worker(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[StartWorker]:
+    """start(destinations, delivery=FAST_DELIVERY, partitions=2) -> a running worker.
+
+    Topics are created first (so the test can produce at once); the worker's
+    consumer group starts from the beginning of them.
+    """
+    started: list[DeliverWorker] = []
+
+    async def start(
+        destinations: dict[str, dict[str, Any]],
+        delivery: dict[str, Any] | None = None,
+        partitions: int = 2,
+        spec: dict[str, Any] | None = None,
+    ) -> DeliverWorker:
+        if spec is None:
+            name = uuid.uuid4().hex[:8]
+            spec = {
+                "broker": kafka_bootstrap,
+                "prefix": f"d{name}",
+                "app_id": f"deliver-{name}",
+                "data_dir": str(tmp_path / f"data-{name}"),
+                "partitions": partitions,
+                "destinations": destinations,
+                "delivery": delivery or FAST_DELIVERY,
+            }
+            t = TopicNames(spec["prefix"])
+            tiers = len(spec["delivery"]["retry_schedule"])
+            await create_topics(
+                kafka_bootstrap,
+                [
+                    t.triggers,
+                    t.triggers_dlq,
+                    t.deliveries,
+                    *(t.triggers_retry(i) for i in range(tiers)),
+                ],
+                partitions=partitions,
+            )
+        path = tmp_path / f"spec-{uuid.uuid4().hex[:6]}.json"
+        path.write_text(json.dumps(spec))
+        w = DeliverWorker(spec, path).start()
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
