@@ -65,7 +65,7 @@ def _iso(ms: int) -> str:
 
 
 def _value(event: EventT) -> bytes:
-    return _value(event) or b""
+    return event.message.value or b""
 
 
 def _headers(event: EventT) -> Mapping[str, bytes]:

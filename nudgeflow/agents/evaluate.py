@@ -5,8 +5,8 @@ path), re-keyed events, and timer ticks. For each it loads the user's state,
 calls `Engine.apply` or `Engine.fire_due`, publishes the actions, and writes
 the state and the timer index back.
 
-Ordering matters for "no lost reminders": a trigger record is acknowledged by
-Kafka *before* the state that says it fired is written, so after a crash the
+"No lost reminders" rests on the outbox (agents/outbox.py): every trigger
+record stays in the user's state until its ack is seen, so after a crash the
 worst case is the same trigger (same `trigger_id`) twice, never none.
 """
 
@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nudgeflow.agents import ingest
+from nudgeflow.agents.outbox import Outbox
 from nudgeflow.engine.actions import Conversion, Decision, Trigger, encode_action
 from nudgeflow.events.model import Event, decode_event, encode_event
 from nudgeflow.events.parse import EventLimits
@@ -48,6 +49,10 @@ class Evaluator:
         self.producer = rt.app.producer
         self.topics = rt.topics
         self.limits = _limits(rt)
+        self.outbox = Outbox(self._send_trigger)
+
+    async def _send_trigger(self, key: bytes, record: bytes) -> Any:
+        return await self.producer.send(self.topics.triggers, key, record, None, None, None)
 
     async def handle(self, message: Message) -> None:
         topic = message.topic
@@ -73,8 +78,12 @@ class Evaluator:
             await self.apply_event(routed.event, routed.user_key)
         elif isinstance(routed, ingest.Reroute):
             await self.producer.send(
-                self.topics.events_by_user, routed.user_key, encode_event(routed.event),
-                None, None, None,
+                self.topics.events_by_user,
+                routed.user_key,
+                encode_event(routed.event),
+                None,
+                None,
+                None,
             )
         else:
             error = routed.error
@@ -82,19 +91,28 @@ class Evaluator:
             metrics.dead_letters.labels(topic="events.dlq").inc()
             log.info("event rejected to DLQ: %s (%s)", error.reason, error.field)
             await self.producer.send(
-                self.topics.events_dlq, message.key, message.value, None, None,
+                self.topics.events_dlq,
+                message.key,
+                message.value,
+                None,
+                None,
                 ingest.dlq_headers(error, message.partition, message.offset),
             )
 
     async def apply_event(self, event: Event, user_key: bytes) -> None:
         started = time.perf_counter()
+        now = _now_ms()
         state = user_table.load(self.rt.users, user_key)
         before = state.next_deadline() if state is not None else None
-        step = self.rt.engine.apply(state, event, _now_ms())
+        settled = state is not None and await self.outbox.settle(state, user_key, now)
+        step = self.rt.engine.apply(state, event, now)
         if step.duplicate:
-            return
-        metrics.events_applied.inc()
-        await self.publish(user_key, step.actions, started)
+            metrics.events_duplicate.inc()
+            if not settled:
+                return
+        else:
+            metrics.events_applied.inc()
+        await self.publish(step.state, user_key, step.actions, now, started)
         self.store(user_key, before, step.state)
 
     async def fire_timers(self, partition: int) -> None:
@@ -108,9 +126,11 @@ class Evaluator:
                 if state is not None:
                     timer_index.reindex(self.rt.timers, user_key, None, state.next_deadline())
                 continue
-            metrics.timer_lateness.observe(max(0.0, (now - deadline) / 1000))
+            await self.outbox.settle(state, user_key, now)
             step = self.rt.engine.fire_due(state, now)
-            await self.publish(user_key, step.actions, None)
+            if step.actions:
+                metrics.timer_lateness.observe(max(0.0, (now - deadline) / 1000))
+            await self.publish(step.state, user_key, step.actions, now, None)
             self.store(user_key, deadline, step.state)
         book = self.rt.tick_book
         book.done(partition)
@@ -119,17 +139,23 @@ class Evaluator:
         user_table.save(self.rt.users, user_key, state)
         timer_index.reindex(self.rt.timers, user_key, before, state.next_deadline())
 
-    async def publish(self, user_key: bytes, actions: list[Action], started: float | None) -> None:
-        acks = []
+    async def publish(
+        self,
+        state: UserState,
+        user_key: bytes,
+        actions: list[Action],
+        now: int,
+        started: float | None,
+    ) -> None:
         for action in actions:
             value = encode_action(action)
             if isinstance(action, Trigger):
-                acks.append(
-                    await self.producer.send(self.topics.triggers, user_key, value, None, None, None)
-                )
+                await self.outbox.send(state, user_key, action.trigger_id, value, now, started)
                 metrics.triggers_emitted.labels(rule=action.rule, variant=action.variant).inc()
                 if not action.send:
-                    metrics.experiment_exposures.labels(rule=action.rule, variant=action.variant).inc()
+                    metrics.experiment_exposures.labels(
+                        rule=action.rule, variant=action.variant
+                    ).inc()
             elif isinstance(action, Decision):
                 metrics.decisions.labels(
                     rule=action.rule, outcome=action.outcome, reason=action.reason or ""
@@ -140,14 +166,10 @@ class Evaluator:
                     rule=action.rule, variant=action.variant, kind=action.kind
                 ).inc()
                 await self.producer.send(self.topics.conversions, user_key, value, None, None, None)
-        for ack in acks:
-            await ack  # the trigger is in Kafka before the state says it fired
-        if acks and started is not None:
-            metrics.event_to_trigger.observe(time.perf_counter() - started)
 
 
 def _limits(rt: Runtime) -> EventLimits:
-    from nudgeflow.engine.durations import parse_duration  # noqa: PLC0415
+    from nudgeflow.engine.durations import parse_duration
 
     return EventLimits(
         max_bytes=rt.settings.max_event_bytes,
@@ -169,8 +191,10 @@ def register(rt: Runtime) -> faust.types.AgentT:
                 await evaluator.handle(event.message)
             except Exception:  # a bad record must never kill the worker
                 log.exception(
-                    "evaluate failed on %s[%d]@%d", event.message.topic,
-                    event.message.partition, event.message.offset,
+                    "evaluate failed on %s[%d]@%d",
+                    event.message.topic,
+                    event.message.partition,
+                    event.message.offset,
                 )
 
     return rt.app.agent(source, name="evaluate")(evaluate)

@@ -86,7 +86,7 @@ class Tally:
                 rule = self._rule(action.rule)
                 rule.fired += 1
                 variant = self._variant(action.rule, action.variant)
-                if action.step == 0 or action.step == 1:
+                if action.step == 0:  # a series is one exposure
                     variant.exposures += 1
                 if action.send:
                     rule.sent += 1
@@ -132,7 +132,9 @@ def render_text(summary: Mapping[str, Any]) -> str:
         f"span             {summary['first_event']} .. {summary['last_event']}   "
         f"until {summary['until']}",
         f"elapsed          {summary['elapsed_s']:>12.2f} s   "
-        f"{summary['events_per_s']:,.0f} events/s   peak RSS {summary['peak_rss_mb']:.0f} MB",
+        f"{summary['events_per_s']:,.0f} events/s   "
+        f"({summary['events_per_cpu_s']:,.0f} per CPU second)   "
+        f"peak RSS {summary['peak_rss_mb']:.0f} MB",
         f"triggers         {summary['triggers']:>12,}",
     ]
     for reason, count in summary["rejected_by_reason"].items():

@@ -1,11 +1,13 @@
 """Run the live rule engine over a stream of events on a simulated clock.
 
 The clock is the watermark: the largest event time seen so far. Before each
-event, every user's timers with a deadline at or before the watermark fire,
-in deadline order (so user A's timer fires when user B's later event moves
-the clock), exactly as the live timers agent would have fired them. The
-engine is the same object the Faust agents call, so live and backtest cannot
-disagree.
+event, every user's timers with a deadline at or before the new watermark
+fire in deadline order, each at its own deadline, as a healthy live timers
+agent would have fired them (so user A's timer fires when user B's later
+event moves the clock, and `fired_at` is not skewed by gaps in the file). A
+timer armed already overdue by an out-of-order event fires at the current
+watermark. The engine is the same object the Faust agents call, so live and
+backtest cannot disagree.
 """
 
 from __future__ import annotations
@@ -133,19 +135,22 @@ class Backtest:
             stats.first_ts = ts
         stats.last_ts = ts
         stats.events += 1
-        if ts > self._watermark:
-            self.fire_due(ts)
-            self._watermark = ts
-        else:
-            if ts < self._watermark:
-                stats.out_of_order += 1
-            self.fire_due(self._watermark)
+        watermark = self._watermark
+        if ts > watermark:
+            watermark = ts
+        elif ts < watermark:
+            stats.out_of_order += 1
+        heap = self.timers._heap
+        if heap and heap[0][0] <= watermark:
+            self.fire_due(watermark)  # fires at deadlines, from the old watermark on
+        self._watermark = watermark
         uid = event.user_id
-        step = self.engine.apply(self.states.get(uid), event, self._watermark)
+        states = self.states
+        step = self.engine.apply(states.get(uid), event, watermark)
         if step.duplicate:
             stats.duplicates += 1
         state = step.state
-        self.states[uid] = state
+        states[uid] = state
         self.timers.set(uid, state.next_deadline())
         if step.actions:
             self.sink(step.actions)

@@ -127,7 +127,7 @@ def _session(rng: random.Random, uid: str, start: int, new_user: bool) -> list[t
 def shop_workload(spec: ShopSpec) -> Iterator[Record]:
     """Yield `spec.events` shop events for `spec.users` users, in (roughly) ts order."""
     rng = random.Random(spec.seed)
-    sessions = max(1, spec.events // 7)
+    sessions = max(1, int(spec.events / 5.2))  # ~5.2 events per session
     mean_gap = spec.span_ms / sessions
     seen = bytearray(spec.users)
     pending: list[tuple[int, int, Record]] = []

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import click
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from nudgeflow.delivery.records import (
     H_DEAD_AT,
@@ -80,33 +80,34 @@ def replay_headers(headers: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
     return out
 
 
-async def read_dlq(broker: str, topic: str, timeout_s: float = 10.0) -> list[DeadLetter]:
+async def read_dlq(broker: str, topic: str, timeout_s: float = 15.0) -> list[DeadLetter]:
     """Every record in the DLQ up to its end offsets at the time of the call."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    # Subscribing by name (no group) makes the client fetch the topic's metadata
+    # and assign all its partitions.
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=broker, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
+    out: list[DeadLetter] = []
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = sorted(consumer.assignment())
         if not tps:
-            return []
-        consumer.assign(tps)
+            return out
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        out: list[DeadLetter] = []
-        pending = {tp for tp in tps if ends[tp] > 0}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while pending and loop.time() < deadline:
-            batch = await consumer.getmany(*pending, timeout_ms=500)
+        while loop.time() < deadline:
+            positions = [await consumer.position(tp) for tp in tps]
+            if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                break
+            batch = await consumer.getmany(timeout_ms=300)
             for tp, records in batch.items():
-                for r in records:
-                    if r.offset < ends[tp]:
-                        out.append(DeadLetter(r.key, r.value or b"", dict(r.headers), r.timestamp))
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    pending.discard(tp)
+                out.extend(
+                    DeadLetter(r.key, r.value or b"", dict(r.headers), r.timestamp)
+                    for r in records
+                    if r.offset < ends[tp]
+                )
         return out
     finally:
         await consumer.stop()

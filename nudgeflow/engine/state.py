@@ -61,6 +61,19 @@ class Fire(msgspec.Struct, array_like=True):
 CONVERTED, OPENED, CLICKED = 1, 2, 4
 
 
+class Pending(msgspec.Struct, array_like=True):
+    """A trigger record sent to Kafka but not yet known to be acknowledged.
+
+    The shell keeps it in the state (the outbox) until the worker that sent it
+    sees the ack; a worker that finds a pending record it did not send (after a
+    crash or a rebalance) sends it again, with the same trigger id.
+    """
+
+    trigger_id: str
+    due: int  # when to look at it again (wall-clock ms)
+    record: bytes
+
+
 class UserState(msgspec.Struct, kw_only=True, omit_defaults=True):
     user_id: str = field(name="u")
     profile: dict[str, Any] = field(default_factory=dict, name="p")
@@ -75,12 +88,13 @@ class UserState(msgspec.Struct, kw_only=True, omit_defaults=True):
     seen_ids: list[str] = field(default_factory=list, name="s")
     seen_ts: list[int] = field(default_factory=list, name="st")
     last_ts: int = field(default=0, name="t")  # largest event time applied
+    outbox: list[Pending] = field(default_factory=list, name="o")
 
     def next_deadline(self) -> int | None:
-        """The earliest armed deadline (the timer index key), or None."""
-        if not self.armed:
-            return None
-        return min(a.deadline for a in self.armed.values())
+        """The earliest armed deadline or outbox check (the timer index key), or None."""
+        deadlines = [a.deadline for a in self.armed.values()]
+        deadlines.extend(p.due for p in self.outbox)
+        return min(deadlines) if deadlines else None
 
     def computed_cart_value(self) -> float:
         if self.cart_value is not None:

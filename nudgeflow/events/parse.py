@@ -191,13 +191,15 @@ def _encode_mapping(raw: Mapping[Any, Any]) -> bytes:
     try:
         return _encode.encode(raw if isinstance(raw, dict) else dict(raw))
     except UnicodeEncodeError:
-        raise EventError("invalid_encoding", "event contains text that is not valid Unicode") from None
+        raise EventError(
+            "invalid_encoding", "event contains text that is not valid Unicode"
+        ) from None
     except (TypeError, ValueError, OverflowError) as exc:
         raise EventError("wrong_type", f"event holds a value JSON cannot carry: {exc}") from None
 
 
 def _load_bytes(raw: _Buffer, limits: EventLimits) -> dict[str, Any]:
-    size = len(raw)  # type: ignore[arg-type]
+    size = len(raw)
     if size > limits.max_bytes:
         raise EventError(
             "too_large", f"event is {size} bytes; the limit is {limits.max_bytes} bytes"
@@ -243,9 +245,7 @@ def _id(value: Any, field: str, max_len: int, *, required: bool) -> Any:
     if type(value) is int:
         value = str(value)
     elif type(value) is not str:
-        raise EventError(
-            "wrong_type", f"{field} must be a string, got {_json_kind(value)}", field
-        )
+        raise EventError("wrong_type", f"{field} must be a string, got {_json_kind(value)}", field)
     if not value or value.isspace():
         raise EventError("empty_field", f"{field} must not be empty", field)
     if len(value) > max_len:
@@ -261,9 +261,7 @@ def _type(value: Any) -> str:
     if value is None:
         raise EventError("missing_field", "type is required", "type")
     if type(value) is not str:
-        raise EventError(
-            "wrong_type", f"type must be a string, got {_json_kind(value)}", "type"
-        )
+        raise EventError("wrong_type", f"type must be a string, got {_json_kind(value)}", "type")
     if not value:
         raise EventError("empty_field", "type must not be empty", "type")
     if _TYPE_RE.fullmatch(value) is None:
@@ -299,9 +297,7 @@ def _timestamp(value: Any, now_ms: int | None, limits: EventLimits) -> int:
         hint = ""
         if kind is not str and MIN_TS_MS // 1000 <= ms < MAX_TS_MS // 1000:
             hint = " (this looks like epoch seconds; ts is epoch milliseconds)"
-        raise EventError(
-            "timestamp_out_of_range", f"ts must be between 2000 and 2100{hint}", "ts"
-        )
+        raise EventError("timestamp_out_of_range", f"ts must be between 2000 and 2100{hint}", "ts")
     if now_ms is not None:
         if ms < now_ms - limits.max_age_ms:
             raise EventError(
@@ -335,23 +331,24 @@ def _iso_ms(text: str) -> int:
     try:
         return (dt - _EPOCH) // _ONE_MS
     except OverflowError:
-        raise EventError("timestamp_out_of_range", "ts must be between 2000 and 2100", "ts") from None
+        raise EventError(
+            "timestamp_out_of_range", "ts must be between 2000 and 2100", "ts"
+        ) from None
 
 
 def _object(value: Any, field: str, max_depth: int) -> dict[str, Any]:
     if value is None:
         return {}
     if type(value) is not dict:
-        raise EventError(
-            "wrong_type", f"{field} must be an object, got {_json_kind(value)}", field
-        )
+        raise EventError("wrong_type", f"{field} must be an object, got {_json_kind(value)}", field)
     if _deeper_than(value, max_depth):
         raise EventError("too_deep", f"{field} is nested more than {max_depth} levels", field)
     return value
 
 
-def _deeper_than(value: dict[str, Any] | list[Any], budget: int) -> bool:
-    """True when the container nests more than `budget` levels (itself counts one)."""
+def _deeper_than(value: Any, budget: int) -> bool:
+    """True when the container (a dict or list) nests more than `budget` levels,
+    itself counting one. Stops early, so recursion is bounded by `budget`."""
     if budget <= 0:
         return True
     children = value.values() if type(value) is dict else value

@@ -104,7 +104,7 @@ def parse_segment_message(
     try:
         return parse_event(raw, now_ms=now_ms, limits=limits)
     except EventError as exc:
-        if exc.reason == "invalid_type_name":
+        if exc.field == "type" and exc.reason in ("invalid_type_name", "empty_field"):
             name = message.get("event")
             raise EventError(
                 "invalid_type_name",
@@ -234,9 +234,7 @@ def _properties(message: Mapping[str, Any], call: str, type_: str) -> dict[str, 
     return props
 
 
-def _traits(
-    message: Mapping[str, Any], context: Mapping[str, Any], call: str
-) -> dict[str, Any]:
+def _traits(message: Mapping[str, Any], context: Mapping[str, Any], call: str) -> dict[str, Any]:
     traits = dict(_mapping(context.get("traits"), "context.traits"))
     if call == "identify":
         traits.update(_mapping(message.get("traits"), "traits"))

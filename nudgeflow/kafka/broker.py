@@ -159,9 +159,9 @@ class LocalKafka:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         cfg.properties_path.write_text(kc.render_properties(kc.server_properties(cfg)))
         cfg.log4j2_path.write_text(kc.log4j2_properties(cfg.log_path))
-        if not cfg.formatted_marker.exists():
-            self._format(java, libs)
         cds = libs.parent / CDS_ARCHIVE
+        if not cfg.formatted_marker.exists():
+            self._format(java, libs, cds if cds.is_file() else None)
         if cds.is_file():
             self._dumping = None
             cmd = kc.server_command(java, libs, cfg, cds=cds)
@@ -218,8 +218,8 @@ class LocalKafka:
             shutil.rmtree(self._data_dir, ignore_errors=True)
             self._data_dir = None
 
-    def _format(self, java: str, libs: Path) -> None:
-        cmd = kc.format_command(java, libs, self.config, kc.new_cluster_id())
+    def _format(self, java: str, libs: Path, cds: Path | None) -> None:
+        cmd = kc.format_command(java, libs, self.config, kc.new_cluster_id(), cds)
         proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
             raise KafkaStartError(

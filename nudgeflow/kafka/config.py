@@ -181,11 +181,13 @@ def classpath(libs: Path) -> str:
     return str(libs / "*")
 
 
-def format_command(java: str, libs: Path, cfg: BrokerConfig, cluster_id: str) -> list[str]:
+def format_command(
+    java: str, libs: Path, cfg: BrokerConfig, cluster_id: str, cds: Path | None = None
+) -> list[str]:
     """`kafka-storage.sh format` as Kafka's own bin/ scripts run it."""
     return [
         java,
-        *jvm_options(cfg),
+        *jvm_options(cfg, cds),
         "-cp",
         classpath(libs),
         "kafka.tools.StorageTool",

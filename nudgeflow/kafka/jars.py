@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     except KafkaSetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(libs)
+    print(f"Kafka {version} jars: {libs}")
     return 0
 
 

@@ -76,7 +76,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
 
 def create_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime:
     """Build the app, its tables, and register every agent."""
-    from nudgeflow.agents import deliver, evaluate, timers  # noqa: PLC0415 (import cycle)
+    from nudgeflow.agents import deliver, evaluate, timers
 
     app = create_app(settings)
     rt = Runtime(
@@ -88,7 +88,9 @@ def create_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime
         users=users_table.define(app, settings.partitions),
         timers=timers_table.define(app, settings.partitions),
     )
-    evaluate.register(rt)
-    timers.register(rt)
-    deliver.register(rt)
+    if "evaluate" in settings.roles:
+        evaluate.register(rt)
+        timers.register(rt)
+    if "deliver" in settings.roles:
+        deliver.register(rt)
     return rt

@@ -17,8 +17,11 @@ def main() -> None:
 
 
 _config_option = click.option(
-    "--config", "config_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    default=None, help="nudgeflow.yaml (default: the built-in five rules)",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="nudgeflow.yaml (default: the built-in five rules)",
 )
 
 
@@ -33,9 +36,9 @@ _config_option = click.option(
 @click.option("--log-level", default=None)
 def worker(config_path: Path | None, **flags: object) -> None:
     """Run a worker: evaluate rules, fire timers, deliver webhooks, serve HTTP."""
-    from nudgeflow.pipeline import worker as worker_mod  # noqa: PLC0415 (fast CLI start)
-    from nudgeflow.pipeline.config import ConfigError  # noqa: PLC0415
-    from nudgeflow.pipeline.settings import SettingsError  # noqa: PLC0415
+    from nudgeflow.pipeline import worker as worker_mod
+    from nudgeflow.pipeline.config import ConfigError
+    from nudgeflow.pipeline.settings import SettingsError
 
     try:
         rt = worker_mod.prepare(config_path, flags)
@@ -51,9 +54,9 @@ def worker(config_path: Path | None, **flags: object) -> None:
 @click.option("--topic-prefix", default="nudgeflow", show_default=True)
 def send(file: Path, broker: str, topic_prefix: str) -> None:
     """Produce events from a JSONL file (one JSON event per line) to <prefix>.events."""
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
-    from nudgeflow.pipeline.send import send_file  # noqa: PLC0415
+    from nudgeflow.pipeline.send import send_file
 
     sent = asyncio.run(send_file(file, broker=broker, topic=f"{topic_prefix}.events"))
     click.echo(f"sent {sent} events to {topic_prefix}.events on {broker}")
@@ -65,18 +68,23 @@ def send(file: Path, broker: str, topic_prefix: str) -> None:
 @click.option("--web-port", type=int, default=6066, show_default=True)
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("var/dev"))
 @click.option("--no-demo", is_flag=True, help="no demo receiver and sample traffic")
-def dev(config_path: Path | None, kafka_port: int, web_port: int, data_dir: Path, no_demo: bool) -> None:
+def dev(
+    config_path: Path | None, kafka_port: int, web_port: int, data_dir: Path, no_demo: bool
+) -> None:
     """The embedded default: local Kafka + worker + web + demo receiver + sample traffic."""
-    from nudgeflow.pipeline.dev import run_dev  # noqa: PLC0415
+    from nudgeflow.pipeline.dev import run_dev
 
     run_dev(
-        config_path=config_path, kafka_port=kafka_port, web_port=web_port,
-        data_dir=data_dir, demo=not no_demo,
+        config_path=config_path,
+        kafka_port=kafka_port,
+        web_port=web_port,
+        data_dir=data_dir,
+        demo=not no_demo,
     )
 
 
 def _attach_subcommands() -> None:
-    from nudgeflow.kafka.command import command as kafka_command  # noqa: PLC0415
+    from nudgeflow.kafka.command import command as kafka_command
 
     main.add_command(kafka_command, "kafka")
 

@@ -32,28 +32,46 @@ def story(cycle: int, now_ms: int) -> list[dict[str, Any]]:
             "type": type_,
             "ts": now_ms + offset_ms,
             "properties": props,
-            "traits": {"name": user.capitalize(), "email": f"{user}{cycle}@example.com",
-                       "timezone": "UTC"},
+            "traits": {
+                "name": user.capitalize(),
+                "email": f"{user}{cycle}@example.com",
+                "timezone": "UTC",
+            },
         }
 
     return [
-        ev("ana", "cart_add", product_id="sku-1", product_name="Trail shoes", price=120.0,
-           quantity=1, currency="USD"),
+        ev(
+            "ana",
+            "cart_add",
+            product_id="sku-1",
+            product_name="Trail shoes",
+            price=120.0,
+            quantity=1,
+            currency="USD",
+        ),
         ev("ben", "product_view", 0, product_id="sku-2", product_name="Rain jacket"),
         ev("ben", "product_view", 1, product_id="sku-3", product_name="Wool socks"),
         ev("ben", "product_view", 2, product_id="sku-4", product_name="Headlamp"),
         ev("cleo", "login"),
         ev("dan", "signup"),
-        ev("eve", "purchase", product_id="sku-5", product_name="Tent", price=300.0,
-           cart_value=300.0, currency="USD"),
+        ev(
+            "eve",
+            "purchase",
+            product_id="sku-5",
+            product_name="Tent",
+            price=300.0,
+            cart_value=300.0,
+            currency="USD",
+        ),
     ]
 
 
 class DemoTraffic(Service):
     """Posts one story per `every_s` to the worker's /events until stopped."""
 
-    def __init__(self, events_url: str, *, every_s: float = 60.0, token: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, events_url: str, *, every_s: float = 60.0, token: str | None = None, **kwargs: Any
+    ) -> None:
         self.events_url = events_url
         self.every_s = every_s
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -67,11 +85,17 @@ class DemoTraffic(Service):
             while not self.should_stop:
                 events = story(cycle, int(time.time() * 1000))
                 try:
-                    async with session.post(self.events_url, json=events,
-                                            headers=self.headers) as resp:
+                    async with session.post(
+                        self.events_url, json=events, headers=self.headers
+                    ) as resp:
                         body = await resp.text()
-                        log.warning("demo traffic: cycle %d posted %d events -> %d %s",
-                                    cycle, len(events), resp.status, body)
+                        log.warning(
+                            "demo traffic: cycle %d posted %d events -> %d %s",
+                            cycle,
+                            len(events),
+                            resp.status,
+                            body,
+                        )
                 except aiohttp.ClientError as exc:
                     log.warning("demo traffic: worker not reachable yet (%s)", exc)
                 cycle += 1

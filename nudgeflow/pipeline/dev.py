@@ -8,6 +8,7 @@ fire within a minute (the dev config shortens the delays and says so).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -34,7 +35,7 @@ class DemoReceiver(Service):
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
-        from nudgeflow.delivery.receiver import start_demo_receiver  # noqa: PLC0415
+        from nudgeflow.delivery.receiver import start_demo_receiver
 
         self._runner = await start_demo_receiver(self.port, self.secret)
 
@@ -44,7 +45,7 @@ class DemoReceiver(Service):
 
 
 def _port_or_free(port: int) -> int:
-    import socket  # noqa: PLC0415
+    import socket
 
     with socket.socket() as s:
         try:
@@ -54,9 +55,10 @@ def _port_or_free(port: int) -> int:
     return port
 
 
-def run_dev(*, config_path: Path | None, kafka_port: int, web_port: int, data_dir: Path,
-            demo: bool) -> None:
-    import asyncio  # noqa: PLC0415
+def run_dev(
+    *, config_path: Path | None, kafka_port: int, web_port: int, data_dir: Path, demo: bool
+) -> None:
+    import asyncio
 
     data_dir.mkdir(parents=True, exist_ok=True)
     receiver_port = _port_or_free(web_port + 1)
@@ -70,8 +72,12 @@ def run_dev(*, config_path: Path | None, kafka_port: int, web_port: int, data_di
     with LocalKafka(port=_port_or_free(kafka_port), data_dir=data_dir / "kafka") as kafka:
         settings = resolve_settings(
             config.settings,
-            flags={"broker": kafka.bootstrap, "web_port": web_port,
-                   "data_dir": data_dir / "worker", "log_level": "warn"},
+            flags={
+                "broker": kafka.bootstrap,
+                "web_port": web_port,
+                "data_dir": data_dir / "worker",
+                "log_level": "warn",
+            },
         )
         asyncio.run(ensure_topics(settings))
         rt = create_runtime(config, settings)
@@ -88,10 +94,7 @@ def run_dev(*, config_path: Path | None, kafka_port: int, web_port: int, data_di
         )
         services: list[Service] = [WebServer(rt)]
         if demo:
-            services += [DemoReceiver(receiver_port, demo_secret),
-                         DemoTraffic(url + "/events")]
+            services += [DemoReceiver(receiver_port, demo_secret), DemoTraffic(url + "/events")]
         worker = faust.Worker(rt.app, *services, loglevel="warn", redirect_stdouts=False)
-        try:
+        with contextlib.suppress(SystemExit):  # Ctrl-C: fall through to stop Kafka
             worker.execute_from_commandline()
-        except SystemExit:
-            pass

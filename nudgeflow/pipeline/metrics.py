@@ -28,6 +28,11 @@ events_rejected = Counter(
 events_applied = Counter(
     "nudgeflow_events_applied", "Events applied to user state", registry=REGISTRY
 )
+events_duplicate = Counter(
+    "nudgeflow_events_duplicate",
+    "Events dropped because their event_id was already applied for the user",
+    registry=REGISTRY,
+)
 decisions = Counter(
     "nudgeflow_decisions",
     "Rule decisions by rule and outcome (reason for suppressions)",

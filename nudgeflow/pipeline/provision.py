@@ -7,6 +7,7 @@ user-keyed records land in the partition that owns the user's state.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -45,10 +46,8 @@ async def ensure_topics(settings: WorkerSettings, retry_tiers: int = RETRY_TIERS
         if not wanted:
             return
         new = [NewTopic(n, settings.partitions, settings.replication_factor) for n in wanted]
-        try:
+        with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
             await admin.create_topics(new)
-        except TopicAlreadyExistsError:
-            pass  # another worker won the race
         log.info("created topics: %s", ", ".join(wanted))
     finally:
         await admin.close()

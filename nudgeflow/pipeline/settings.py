@@ -43,6 +43,10 @@ class WorkerSettings(BaseModel):
     max_event_skew: str = "1d"
     tick_interval_s: float = Field(0.1, gt=0, le=10)
     standby_replicas: int = Field(0, ge=0, le=3)
+    roles: list[str] = Field(
+        ["evaluate", "deliver"],
+        description="What this worker runs: evaluate (rules + timers), deliver (webhooks)",
+    )
     log_level: str = Field("info", pattern=r"^(debug|info|warn|warning|error|crit)$")
 
     @property

@@ -162,7 +162,9 @@ class _IngestViews:
         try:
             parsed = _decode_json.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-            if header_key is None and not write_key_ok(None, opts.segment_write_keys, opts.api_token):
+            if header_key is None and not write_key_ok(
+                None, opts.segment_write_keys, opts.api_token
+            ):
                 return unauthorized("Basic")
             return _refused(BatchError([(None, _json_error(exc))]), "segment")
         if header_key is None:
@@ -251,7 +253,10 @@ class _IngestViews:
                     len(events)
                 )
                 return json_error(
-                    503, UNAVAILABLE, code="store_unavailable", headers={"Retry-After": RETRY_AFTER_S}
+                    503,
+                    UNAVAILABLE,
+                    code="store_unavailable",
+                    headers={"Retry-After": RETRY_AFTER_S},
                 )
         return web.json_response({"accepted": len(events), **(extra or {})}, status=202)
 

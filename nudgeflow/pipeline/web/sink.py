@@ -25,8 +25,10 @@ class KafkaEventSink:
     async def send(self, events: Sequence[Event]) -> None:
         try:
             await asyncio.wait_for(self._send_all(events), self.timeout_s)
-        except (TimeoutError, asyncio.TimeoutError) as exc:
-            raise SinkUnavailable("event store unavailable (Kafka did not acknowledge in time)") from exc
+        except TimeoutError as exc:
+            raise SinkUnavailable(
+                "event store unavailable (Kafka did not acknowledge in time)"
+            ) from exc
         except Exception as exc:  # aiokafka/faust producer errors
             raise SinkUnavailable(f"event store unavailable ({type(exc).__name__})") from exc
 

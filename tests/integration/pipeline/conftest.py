@@ -12,3 +12,9 @@ CONFIGS = Path(__file__).parent / "configs"
 @pytest.fixture
 def live_config() -> Path:
     return CONFIGS / "live.yaml"
+
+
+@pytest.fixture
+def evaluate_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers started by the test run rules and timers but deliver no webhooks."""
+    monkeypatch.setenv("NUDGEFLOW_ROLES", "evaluate")

@@ -23,7 +23,9 @@ def _event(user: str, type_: str, ts_ms: int, **props: object) -> dict:
     }
 
 
-async def test_inactivity_fires_once_after_deadline_and_purchase_cancels(start_worker, live_config):
+async def test_inactivity_fires_once_after_deadline_and_purchase_cancels(
+    start_worker, live_config, evaluate_only
+):
     worker = start_worker(live_config)
     now = int(time.time() * 1000)
     status, body = await worker.post_events(

@@ -96,6 +96,8 @@ def test_commands_run_kafkas_own_entry_points() -> None:
     assert fmt[i - 2 : i] == ["-cp", "/libs/*"]
     args = ["format", "-t", "abc", "-c", "/d/server.properties", "--ignore-formatted"]
     assert fmt[i + 1 :] == args
+    shared = kc.format_command("java", Path("/libs"), cfg, "abc", cds=Path("/c/k.jsa"))
+    assert "-XX:SharedArchiveFile=/c/k.jsa" in shared
     srv = kc.server_command("java", Path("/libs"), cfg)
     assert srv[-2:] == ["kafka.Kafka", "/d/server.properties"]
 

@@ -1,0 +1,234 @@
+"""Segment HTTP Tracking API calls become our events; refusals name Segment's fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from nudgeflow.events.model import Event
+from nudgeflow.events.parse import BatchError, EventError
+from nudgeflow.events.segment import (
+    event_type_for,
+    parse_segment_batch,
+    parse_segment_message,
+    snake_case,
+)
+
+NOW = 1_714_564_800_000  # 2024-05-01T12:00:00Z
+TS = "2024-05-01T11:00:00.000+00:00"
+TS_MS = NOW - 3600_000
+
+
+def track(event: str, **fields: Any) -> dict[str, Any]:
+    return {"type": "track", "userId": "u1", "event": event, "timestamp": TS, **fields}
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Product Viewed", "product_view"),
+        ("Product Added", "cart_add"),
+        ("Product Removed", "cart_remove"),
+        ("Cart Viewed", "cart_view"),
+        ("Checkout Started", "checkout_started"),
+        ("Order Completed", "purchase"),
+        ("Signed Up", "signup"),
+        ("Signed In", "login"),
+        ("Signed Out", "logout"),
+        ("Unsubscribed", "unsubscribe"),
+        ("order completed", "purchase"),
+        ("orderCompleted", "purchase"),
+        ("Video Played", "video_played"),
+        ("Coupon Applied!", "coupon_applied"),
+        ("HTMLExported", "html_exported"),
+        ("  Trial -- Started  ", "trial_started"),
+    ],
+)
+def test_event_names_map_to_our_types(name: str, expected: str) -> None:
+    assert event_type_for(name) == expected
+
+
+def test_snake_case_is_truncated_to_a_valid_type_length() -> None:
+    assert len(snake_case("Very " * 40)) <= 64
+    assert not snake_case("Very " * 40).endswith("_")
+
+
+def test_track_product_added_becomes_cart_add_with_canonical_properties() -> None:
+    message = track(
+        "Product Added",
+        messageId="msg-1",
+        properties={"sku": "SKU-9", "name": "Red shoes", "price": 59.9, "quantity": 1},
+        context={"timezone": "Europe/Lisbon", "traits": {"email": "ana@example.com"}},
+    )
+    assert parse_segment_message(message, call=None, now_ms=NOW) == Event(
+        user_id="u1",
+        type="cart_add",
+        ts=TS_MS,
+        event_id="msg-1",
+        properties={
+            "sku": "SKU-9",
+            "name": "Red shoes",
+            "price": 59.9,
+            "quantity": 1,
+            "product_name": "Red shoes",
+            "product_id": "SKU-9",
+        },
+        traits={"email": "ana@example.com", "timezone": "Europe/Lisbon"},
+    )
+
+
+def test_existing_canonical_properties_are_not_overwritten() -> None:
+    message = track(
+        "Product Viewed",
+        properties={"product_id": "p1", "sku": "s1", "name": "N", "product_name": "Mine"},
+    )
+    props = parse_segment_message(message, call=None, now_ms=NOW).properties
+    assert (props["product_id"], props["product_name"]) == ("p1", "Mine")
+
+
+def test_checkout_started_value_becomes_cart_value_but_purchase_total_does_not() -> None:
+    checkout = parse_segment_message(
+        track("Checkout Started", properties={"value": 80, "revenue": 70}), call=None, now_ms=NOW
+    )
+    assert checkout.properties["cart_value"] == 80
+    purchase = parse_segment_message(
+        track("Order Completed", properties={"total": 99.5, "order_id": "o1"}),
+        call=None,
+        now_ms=NOW,
+    )
+    assert purchase.type == "purchase"
+    assert purchase.properties == {"total": 99.5, "order_id": "o1"}
+
+
+def test_identify_merges_context_traits_and_snake_cases_names() -> None:
+    message = {
+        "userId": 1234,
+        "traits": {"firstName": "Ana", "email": "ana@example.com"},
+        "context": {
+            "traits": {"plan": "pro", "email": "old@example.com"},
+            "timezone": "Asia/Tokyo",
+        },
+        "timestamp": TS,
+        "messageId": "m2",
+    }
+    event = parse_segment_message(message, call="identify", now_ms=NOW)
+    assert (event.user_id, event.type, event.event_id) == ("1234", "identify", "m2")
+    assert event.traits == {
+        "plan": "pro",
+        "email": "ana@example.com",
+        "firstName": "Ana",
+        "first_name": "Ana",
+        "timezone": "Asia/Tokyo",
+    }
+
+
+def test_page_becomes_page_view_with_name_and_category() -> None:
+    message = {
+        "anonymousId": "anon-7",
+        "name": "Pricing",
+        "category": "Docs",
+        "properties": {"path": "/p"},
+    }
+    event = parse_segment_message(message, call="page", now_ms=NOW)
+    assert (event.user_id, event.type, event.ts) == ("anon-7", "page_view", NOW)
+    assert event.properties == {"path": "/p", "name": "Pricing", "category": "Docs"}
+
+
+def test_user_id_wins_over_anonymous_id_and_original_timestamp_is_a_fallback() -> None:
+    message = {"userId": "u9", "anonymousId": "a1", "event": "Signed In", "originalTimestamp": TS}
+    event = parse_segment_message(message, call="track", now_ms=NOW)
+    assert (event.user_id, event.type, event.ts) == ("u9", "login", TS_MS)
+
+
+@pytest.mark.parametrize(
+    ("message", "call", "reason", "field"),
+    [
+        ({"event": "Signed In"}, "track", "missing_field", "userId"),
+        ({"userId": "", "anonymousId": None, "event": "x"}, "track", "missing_field", "userId"),
+        ({"userId": True, "event": "x"}, "track", "wrong_type", "userId"),
+        ({"userId": "u" * 300, "event": "x"}, "track", "too_long", "userId"),
+        ({"userId": "u"}, "track", "missing_field", "event"),
+        ({"userId": "u", "event": 5}, "track", "wrong_type", "event"),
+        ({"userId": "u", "event": "  "}, "track", "empty_field", "event"),
+        ({"userId": "u", "event": "3D Viewed"}, "track", "invalid_type_name", "event"),
+        ({"userId": "u", "event": "商品"}, "track", "invalid_type_name", "event"),
+        (
+            {"userId": "u", "event": "x", "timestamp": "later"},
+            "track",
+            "bad_timestamp",
+            "timestamp",
+        ),
+        (
+            {"userId": "u", "event": "x", "timestamp": "1990-01-01T00:00:00Z"},
+            "track",
+            "timestamp_out_of_range",
+            "timestamp",
+        ),
+        ({"userId": "u", "event": "x", "messageId": ""}, "track", "empty_field", "messageId"),
+        ({"userId": "u", "event": "x", "properties": [1]}, "track", "wrong_type", "properties"),
+        ({"userId": "u", "traits": "vip"}, "identify", "wrong_type", "traits"),
+        ({"userId": "u", "context": 5}, "identify", "wrong_type", "context"),
+        ({"userId": "u", "context": {"traits": []}}, "page", "wrong_type", "context.traits"),
+        ({"userId": "u"}, None, "missing_field", "type"),
+        ({"userId": "u", "type": "video"}, None, "unsupported_call", "type"),
+        ("not an object", "track", "not_an_object", None),
+    ],
+)
+def test_bad_calls_name_the_segment_field(
+    message: Any, call: str | None, reason: str, field: str | None
+) -> None:
+    with pytest.raises(EventError) as info:
+        parse_segment_message(message, call=call, now_ms=NOW)
+    assert (info.value.reason, info.value.field) == (reason, field)
+
+
+def test_batch_maps_each_call_applies_batch_context_and_reports_ignored_calls() -> None:
+    body = {
+        "batch": [
+            track("Product Viewed", messageId="a"),
+            {"type": "identify", "userId": "u1", "traits": {"name": "Ana"}, "messageId": "b"},
+            {"type": "alias", "previousId": "anon", "userId": "u1"},
+            {"type": "group", "userId": "u1", "groupId": "g"},
+            {"type": "page", "userId": "u1", "messageId": "c", "timestamp": TS},
+        ],
+        "context": {"timezone": "Europe/Paris"},
+        "writeKey": "wk",
+    }
+    batch = parse_segment_batch(body, now_ms=NOW)
+    assert [(e.type, e.event_id) for e in batch.events] == [
+        ("product_view", "a"),
+        ("identify", "b"),
+        ("page_view", "c"),
+    ]
+    assert all(e.traits["timezone"] == "Europe/Paris" for e in batch.events)
+    assert batch.ignored == [
+        {"index": 2, "type": "alias", "reason": "unsupported_call"},
+        {"index": 3, "type": "group", "reason": "unsupported_call"},
+    ]
+
+
+def test_batch_is_all_or_nothing_and_lists_every_bad_call() -> None:
+    body = {"batch": [track("A"), {"type": "track", "event": "B"}, track("C", timestamp="x"), 5]}
+    with pytest.raises(BatchError) as info:
+        parse_segment_batch(body, now_ms=NOW)
+    assert [(i, e.reason, e.field) for i, e in info.value.errors] == [
+        (1, "missing_field", "userId"),
+        (2, "bad_timestamp", "timestamp"),
+        (3, "not_an_object", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ([], "not_an_object"),
+        ({}, "missing_field"),
+        ({"batch": {}}, "missing_field"),
+        ({"batch": [track("x")] * 3}, "too_many_events"),
+    ],
+)
+def test_batch_body_problems(body: Any, reason: str) -> None:
+    with pytest.raises(BatchError) as info:
+        parse_segment_batch(body, now_ms=NOW, max_batch=2)
+    assert [(i, e.reason) for i, e in info.value.errors] == [(None, reason)]
