@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
+from mode import Service
 
 from nudgeflow.delivery.config import DeliverySettings, Destination
 from nudgeflow.delivery.dispatch import Dispatcher, Step
@@ -300,6 +301,16 @@ class Deliverer:
         metrics.dead_letters.labels(topic="triggers.dlq").inc()
 
 
+def _closing(sender: Sender) -> type[Service]:
+    """A service whose stop closes the HTTP sessions (no 'Unclosed client session')."""
+
+    class SenderCloser(Service):
+        async def on_stop(self) -> None:
+            await sender.close()
+
+    return SenderCloser
+
+
 def install(
     app: faust.App,
     topics: TopicNames,
@@ -335,6 +346,7 @@ def install(
 
         return retry
 
+    app.service(_closing(d.dispatcher.sender))
     for tier in range(len(settings.retry_schedule)):
         topic = app.topic(topics.triggers_retry(tier), partitions=partitions, **RAW_TOPIC)
         app.agent(topic, name=f"deliver-retry-{tier}")(tier_agent(tier))
@@ -342,11 +354,5 @@ def install(
 
 
 def register(rt: Runtime) -> Deliverer:
-    config = rt.config
-    return install(
-        rt.app,
-        rt.topics,
-        getattr(config, "destinations", {}) or {},
-        getattr(config, "delivery", None) or DeliverySettings.model_validate({}),
-        rt.partitions,
-    )
+    """Called by the app factory: destinations and policy come from nudgeflow.yaml."""
+    return install(rt.app, rt.topics, rt.config.destinations, rt.config.delivery, rt.partitions)

@@ -117,14 +117,12 @@ class Evaluator:
 
     async def fire_timers(self, partition: int) -> None:
         now = _now_ms()
-        due = list(timer_index.due(self.rt.timers, partition, now, FIRE_BATCH))
-        for deadline, user_key in due:
-            state = user_table.load(self.rt.users, user_key)
+        users = self.rt.users
+        for deadline, user_key in timer_index.due(users, partition, now, FIRE_BATCH):
+            state = user_table.load(users, user_key)
             if state is None or state.next_deadline() != deadline:
-                # Stale entry (state moved on, or was lost): drop it.
-                self.rt.timers.pop(timer_index.index_key(deadline, user_key), None)
-                if state is not None:
-                    timer_index.reindex(self.rt.timers, user_key, None, state.next_deadline())
+                # Left over from a write the crash cut short, or already moved on.
+                timer_index.remove(users, user_key, deadline)
                 continue
             await self.outbox.settle(state, user_key, now)
             step = self.rt.engine.fire_due(state, now)
@@ -132,12 +130,16 @@ class Evaluator:
                 metrics.timer_lateness.observe(max(0.0, (now - deadline) / 1000))
             await self.publish(step.state, user_key, step.actions, now, None)
             self.store(user_key, deadline, step.state)
-        book = self.rt.tick_book
-        book.done(partition)
+        self.rt.tick_book.done(partition)
 
     def store(self, user_key: bytes, before: int | None, state: UserState) -> None:
+        """Index first, then state, then drop the old entry: see tables/timers.py."""
+        after = state.next_deadline()
+        if after != before:
+            timer_index.add(self.rt.users, user_key, after)
         user_table.save(self.rt.users, user_key, state)
-        timer_index.reindex(self.rt.timers, user_key, before, state.next_deadline())
+        if after != before:
+            timer_index.remove(self.rt.users, user_key, before)
 
     async def publish(
         self,

@@ -23,7 +23,7 @@ from typing import Any
 from nudgeflow.engine.state import Pending, UserState
 from nudgeflow.pipeline import metrics
 
-RECHECK_MS = 2000
+RECHECK_MS = 1000
 
 
 class Outbox:

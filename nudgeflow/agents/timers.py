@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from nudgeflow.pipeline import metrics
 from nudgeflow.tables import timers as timer_index
 
 if TYPE_CHECKING:
@@ -58,7 +57,7 @@ async def send_due_ticks(rt: Runtime) -> int:
     sent = 0
     partitions = owned_partitions(rt)
     for p in partitions:
-        first = timer_index.earliest(rt.timers, p)
+        first = timer_index.earliest(rt.users, p)
         if first is None or first > now_ms or not rt.tick_book.should_send(p, now):
             continue
         await rt.app.producer.send(
@@ -76,7 +75,3 @@ def register(rt: Runtime) -> None:
             await send_due_ticks(rt)
         except Exception:
             log.exception("tick scheduler pass failed")
-
-    @rt.app.timer(interval=5.0, name="timer-gauge")
-    async def gauge() -> None:
-        metrics.timers_pending.set(timer_index.estimate_pending(rt.timers, owned_partitions(rt)))

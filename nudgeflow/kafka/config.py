@@ -91,6 +91,10 @@ def server_properties(cfg: BrokerConfig) -> dict[str, str]:
         "transaction.state.log.num.partitions": "4",
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
+        # After a crash (SIGKILL) the restarted broker cannot register until the controller
+        # expires the old session; 3s instead of 9s keeps fault tests quick.
+        "broker.session.timeout.ms": "3000",
+        "broker.heartbeat.interval.ms": "500",
         # Development defaults: consumers join at once, topics appear on first use.
         "group.initial.rebalance.delay.ms": "0",
         "auto.create.topics.enable": "true",

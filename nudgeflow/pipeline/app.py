@@ -17,7 +17,6 @@ from nudgeflow.engine.core import Engine, build_engine
 from nudgeflow.pipeline.config import NudgeflowConfig
 from nudgeflow.pipeline.settings import WorkerSettings
 from nudgeflow.pipeline.topics import TopicNames
-from nudgeflow.tables import timers as timers_table
 from nudgeflow.tables import users as users_table
 
 log = logging.getLogger(__name__)
@@ -35,7 +34,6 @@ class Runtime:
     topics: TopicNames
     engine: Engine
     users: faust.Table
-    timers: faust.Table
     tick_book: TickBook = field(default_factory=TickBook)
 
     @property
@@ -69,6 +67,9 @@ def create_app(settings: WorkerSettings) -> faust.App:
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         stream_wait_empty=False,
+        # A crashed worker's partitions move after 10 s, not Faust's default 60 s.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
         autodiscover=False,
         topic_disable_leader=True,
     )
@@ -86,7 +87,6 @@ def create_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime
         topics=TopicNames(settings.topic_prefix),
         engine=build_engine(config, secret=engine_secret()),
         users=users_table.define(app, settings.partitions),
-        timers=timers_table.define(app, settings.partitions),
     )
     if "evaluate" in settings.roles:
         evaluate.register(rt)

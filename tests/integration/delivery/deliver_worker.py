@@ -35,6 +35,9 @@ def build(spec: dict) -> faust.App:  # type: ignore[type-arg]
         broker_commit_every=100,
         broker_commit_interval=0.5,
         stream_wait_empty=False,
+        # a kill -9'd member holds its partitions until the session times out
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
         autodiscover=False,
         topic_disable_leader=True,
     )

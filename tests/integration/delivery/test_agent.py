@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.fixtures.kafka import Record, consume_all
+from tests.fixtures.kafka import consume_all
 from tests.fixtures.receivers import ReceiverFactory, hang, respond
 from tests.integration.delivery.conftest import StartWorker, make_trigger, wait_until
 
@@ -120,7 +120,3 @@ async def test_replayed_dead_letter_is_delivered_once(
     await worker.produce([make_trigger(2, ["d"])])
     await wait_until(lambda: "trg-2" in rx.ids(), 30, "the marker trigger", worker)
     assert rx.ids() == ["trg-1", "trg-1", "trg-2"]
-
-
-def _unused(_: Record) -> None:  # keep the import honest for type checkers
-    pass

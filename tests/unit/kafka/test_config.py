@@ -31,6 +31,9 @@ def test_single_node_settings() -> None:
     assert props["group.initial.rebalance.delay.ms"] == "0"
     assert props["auto.create.topics.enable"] == "true"
     assert props["process.roles"] == "broker,controller"
+    # A crashed broker re-registers once its old session expires: keep that short.
+    heartbeat = int(props["broker.heartbeat.interval.ms"])
+    assert heartbeat < int(props["broker.session.timeout.ms"]) <= 5000
 
 
 def test_listeners_and_static_quorum_use_the_given_ports() -> None:
