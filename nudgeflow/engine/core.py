@@ -54,6 +54,7 @@ _ENGAGEMENT: dict[str, tuple[ConversionKind, int]] = {
     "message_clicked": ("clicked", CLICKED),
 }
 _MAX_FIRES_PER_CALL = 10_000  # guards against a pathological re-arm loop
+_UNKNOWN_RANK = (0, 0)  # a rule no longer in the config: priority 0, order 0
 
 
 @dataclass(slots=True)
@@ -74,7 +75,9 @@ class Engine:
     ) -> None:
         self.rules: dict[str, Rule] = {r.name: r for r in rules}
         self.limits = limits or Limits()
-        self._order = {r.name: i for i, r in enumerate(rules)}
+        # firing order among due timers: (deadline, -priority, config order, name)
+        self._rank = {r.name: (-r.priority, i) for i, r in enumerate(rules)}
+        self._inactivity_of = {r.name: _inactivity_table(r) for r in rules}
         self._any_activity = tuple(
             r for r in rules if r.activity is None and self._may_use_inactivity(r)
         )
@@ -139,17 +142,21 @@ class Engine:
     def apply(self, state: UserState | None, event: Event, now_ms: int) -> Step:
         if state is None:
             state = new_state(event.user_id)
-        if seen(state, event.event_id):
+        event_id = event.event_id
+        if event_id is not None and event_id in state.seen_ids:
             return Step(state, [], duplicate=True)
         actions: list[Action] = []
         ts = event.ts
-        if state.armed:
+        armed = state.armed
+        if armed and self._any_due(armed, ts):
             self._fire_until(state, ts, now_ms, actions)
         if ts > state.last_ts:
             state.last_ts = ts
-        remember_id(state, event.event_id, ts)
+        if event_id is not None:
+            remember_id(state, event_id, ts)
         props = event.properties
-        merge_traits(state, event.traits)
+        if event.traits:
+            merge_traits(state, event.traits)
         etype = event.type
         if etype in _CART_TYPES or "cart_value" in props or "currency" in props:
             apply_cart(state, etype, props)
@@ -158,11 +165,21 @@ class Engine:
             record_history(state, etype, ts, props, keep, self.history_horizon_ms)
         if state.fires and (etype in _ENGAGEMENT or etype in self._conversion_rules):
             self._attribute(state, event, actions)
-        for rule in self._interested(etype):
+        interested = self._interest.get(etype)
+        if interested is None:
+            interested = self._interested(etype)
+        for rule in interested:
             self._react(state, rule, event, actions)
-        if state.armed:
+        if armed and self._any_due(armed, ts):
             self._fire_until(state, ts, now_ms, actions)
         return Step(state, actions)
+
+    @staticmethod
+    def _any_due(armed: dict[str, Armed], limit_ms: int) -> bool:
+        for a in armed.values():
+            if a.deadline <= limit_ms:
+                return True
+        return False
 
     def fire_due(self, state: UserState, now_ms: int) -> Step:
         """Fire every armed rule with deadline <= now, in deadline order (priority ties)."""
@@ -176,22 +193,24 @@ class Engine:
     def _fire_until(
         self, state: UserState, limit_ms: int, now_ms: int, actions: list[Action]
     ) -> None:
+        armed_map = state.armed
+        rank = self._rank
         for _ in range(_MAX_FIRES_PER_CALL):
             due: tuple[int, int, int, str] | None = None
-            for name, armed in state.armed.items():
-                if armed.deadline <= limit_ms:
-                    rule = self.rules.get(name)
-                    prio = rule.priority if rule is not None else 0
-                    key = (armed.deadline, -prio, self._order.get(name, 0), name)
+            for name, armed in armed_map.items():
+                deadline = armed.deadline
+                if deadline <= limit_ms:
+                    neg_prio, order = rank.get(name, _UNKNOWN_RANK)
+                    key = (deadline, neg_prio, order, name)
                     if due is None or key < due:
                         due = key
             if due is None:
                 return
             name = due[3]
-            armed = state.armed[name]
+            armed = armed_map[name]
             rule = self.rules.get(name)
             if rule is None or armed.step >= len(rule.steps):  # rule removed from config
-                del state.armed[name]
+                del armed_map[name]
                 continue
             self._firer.fire(state, rule, armed, armed.deadline, now_ms, actions)
 
@@ -214,7 +233,7 @@ class Engine:
             )
             armed = None
         if armed is not None:
-            inactivity = self._inactivity(rule, armed.variant)
+            inactivity = self._inactivity_of[rule.name].get(armed.variant, rule.inactivity_ms)
             if inactivity is not None and (
                 rule.activity is None or etype in rule.activity or etype in rule.triggers
             ):
@@ -239,13 +258,6 @@ class Engine:
         if etype in rule.triggers and etype not in rule.cancel_on:
             self._arm(state, rule, event, actions)
 
-    def _inactivity(self, rule: Rule, variant_name: str) -> int | None:
-        if rule.experiment is not None and variant_name:
-            v = rule.experiment.variant(variant_name)
-            if v is not None and v.inactivity_ms is not None:
-                return v.inactivity_ms
-        return rule.inactivity_ms
-
     def _arm(self, state: UserState, rule: Rule, event: Event, actions: list[Action]) -> None:
         variant_name = ""
         delay = rule.steps[0].delay_ms
@@ -268,7 +280,7 @@ class Engine:
             v = exp.variant(variant_name)
             if v is not None and v.delay_ms is not None:
                 delay = v.delay_ms
-        inactivity = self._inactivity(rule, variant_name)
+        inactivity = self._inactivity_of[rule.name].get(variant_name, rule.inactivity_ms)
         deadline = event.ts + (inactivity if inactivity is not None else delay)
         state.armed[rule.name] = Armed(
             deadline=deadline,
@@ -342,6 +354,16 @@ class Engine:
             at=iso_utc(ts),
             exposed_at=iso_utc(fire.at),
         )
+
+
+def _inactivity_table(rule: Rule) -> dict[str, int | None]:
+    """Variant name -> its inactivity (the rule's when the variant sets none)."""
+    table: dict[str, int | None] = {}
+    if rule.experiment is not None:
+        for v in rule.experiment.variants:
+            table[v.name] = v.inactivity_ms if v.inactivity_ms is not None else rule.inactivity_ms
+    table[""] = rule.inactivity_ms  # not yet assigned a variant
+    return table
 
 
 def build_engine(config: NudgeflowConfig, *, secret: bytes) -> Engine:

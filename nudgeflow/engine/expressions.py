@@ -7,19 +7,26 @@ Expressions are Jinja2 expressions run by the immutable sandbox, never Python
 and unknown filters fail the compile. At fire time any runtime problem
 (undefined field, type error, sandbox refusal) makes the condition false with
 a reason instead of raising.
+
+Evaluation runs closures built from the checked tree (expression_compiler.py,
+same sandbox operations, no per-call template context); Jinja's own compiled
+expression is kept for anything that compiler does not cover.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.exceptions import TemplateError
+from jinja2.parser import Parser
+from jinja2.runtime import missing, new_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from nudgeflow.engine.durations import DurationError, parse_duration
+from nudgeflow.engine.expression_compiler import Compiled, Unsupported, compile_tree
 
 NAMES = frozenset({"user", "cart", "event", "now", "count", "sum"})
 _SIGNATURES = {"count": ("type", "window"), "sum": ("type", "property", "window")}
@@ -39,6 +46,36 @@ class _DataFirstSandbox(ImmutableSandboxedEnvironment):
 
 
 _ENV = _DataFirstSandbox(undefined=StrictUndefined)
+_CALL_CONTEXT = new_context(_ENV, None, {})  # for env.call(); count/sum take no context
+
+
+class WhenScope(Protocol):
+    """What an expression's names resolve in (see expression_compiler.Scope)."""
+
+    def get(self, name: str, default: Any, /) -> Any: ...
+    def call(self, name: str, args: tuple[Any, ...], /) -> Any: ...
+    def to_context(self) -> Mapping[str, Any]: ...
+
+
+class MappingScope:
+    """A plain context mapping as a scope; calls go through the sandbox like Jinja's."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: Mapping[str, Any]) -> None:
+        self._context = context
+
+    def get(self, name: str, default: Any, /) -> Any:
+        return self._context.get(name, default)
+
+    def call(self, name: str, args: tuple[Any, ...], /) -> Any:
+        fn = self._context.get(name, missing)
+        if fn is missing:
+            fn = _ENV.undefined(name=name)
+        return _ENV.call(_CALL_CONTEXT, fn, *args)
+
+    def to_context(self) -> Mapping[str, Any]:
+        return self._context
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +97,18 @@ class Expression:
     counts: frozenset[CountRef]
     sums: frozenset[SumRef]
     _compiled: Callable[..., Any]
+    _fast: Compiled | None = None
 
     def evaluate(self, context: Mapping[str, Any]) -> tuple[bool, str | None]:
         """(result, reason): reason explains a False caused by an error."""
+        return self.evaluate_in(MappingScope(context))
+
+    def evaluate_in(self, scope: WhenScope) -> tuple[bool, str | None]:
+        """Like `evaluate`, with names resolved lazily by `scope`."""
         try:
-            return bool(self._compiled(**context)), None
+            if self._fast is not None:
+                return bool(self._fast(scope)), None
+            return bool(self._compiled(**scope.to_context())), None
         except Exception as exc:  # sandbox, undefined, type errors: never a crash
             return False, f"{type(exc).__name__}: {exc}"
 
@@ -132,4 +176,14 @@ def compile_expression(source: str) -> Expression:
         counts=frozenset(r for r in refs if isinstance(r, CountRef)),
         sums=frozenset(r for r in refs if isinstance(r, SumRef)),
         _compiled=compiled,
+        _fast=_closures(source),
     )
+
+
+def _closures(source: str) -> Compiled | None:
+    """The closure-compiled form, parsed exactly as `compile_expression` parses it."""
+    try:
+        expr = Parser(_ENV, source, state="variable").parse_expression()
+        return compile_tree(expr, _ENV)
+    except (Unsupported, TemplateError):
+        return None

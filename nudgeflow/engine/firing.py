@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any, Protocol
 
 from nudgeflow.engine.actions import Action, Decision, Scalar, Trigger
@@ -60,6 +61,46 @@ def cart_view(state: UserState) -> dict[str, Any]:
     }
 
 
+class WhenScope:
+    """What a `when` sees, built lazily: only the names an expression uses are made."""
+
+    __slots__ = ("armed", "at_ms", "state")
+
+    def __init__(self, state: UserState, armed: Armed, at_ms: int) -> None:
+        self.state = state
+        self.armed = armed
+        self.at_ms = at_ms
+
+    def get(self, name: str, default: Any, /) -> Any:
+        if name == "cart":
+            return cart_view(self.state)
+        if name == "user":
+            return user_view(self.state)
+        if name == "event":
+            armed = self.armed
+            return {"type": armed.arm_type, "ts": armed.armed_at, "properties": armed.arm_props}
+        if name == "now":
+            return self.at_ms
+        if name in ("count", "sum"):
+            return self.to_context()[name]
+        return default
+
+    def call(self, name: str, args: tuple[Any, ...], /) -> Any:
+        if name == "count":
+            event_type, window = args
+            return count_events(self.state, event_type, _window_ms(window), self.at_ms)
+        if name == "sum":
+            event_type, prop, window = args
+            return sum_property(self.state, event_type, prop, _window_ms(window), self.at_ms)
+        return self.to_context()[name](*args)  # expressions.py only lets count/sum through
+
+    def to_context(self) -> dict[str, Any]:
+        return when_context(self.state, self.armed, self.at_ms)
+
+
+_window_ms = lru_cache(maxsize=256)(parse_duration)
+
+
 def when_context(state: UserState, armed: Armed, at_ms: int) -> dict[str, Any]:
     """What a `when` sees: times are epoch ms (`now`, `event.ts`) for arithmetic."""
     return {
@@ -82,8 +123,7 @@ def trigger_fields(state: UserState, armed: Armed) -> dict[str, Scalar]:
     for key, value in profile.items():
         if key in ("name", "email", "id") or not isinstance(value, str | int | float | bool):
             continue
-        flat = "user_" + _KEY.sub("_", str(key).lower()).strip("_")
-        fields.setdefault(flat, value)
+        fields.setdefault(_flat_key(key), value)
     first = next(iter(state.cart.values()), None)
     fields.update(
         cart_value=state.computed_cart_value(),
@@ -93,6 +133,11 @@ def trigger_fields(state: UserState, armed: Armed) -> dict[str, Scalar]:
         event_type=armed.arm_type,
     )
     return fields
+
+
+@lru_cache(maxsize=4096)
+def _flat_key(key: Any) -> str:
+    return "user_" + _KEY.sub("_", str(key).lower()).strip("_")
 
 
 def _scalar(value: Any) -> Scalar:
@@ -189,7 +234,7 @@ class Firer:
     ) -> bool:
         """Run the checks and produce the trigger; True if the series must stop."""
         if rule.when is not None:
-            ok, why = rule.when.evaluate(when_context(state, armed, at_ms))
+            ok, why = rule.when.evaluate_in(WhenScope(state, armed, at_ms))
             if not ok:
                 decide("condition_false", why, expression=rule.when.source)
                 return False

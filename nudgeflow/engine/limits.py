@@ -32,6 +32,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 _UTC = dt.UTC
 _DAY = dt.timedelta(days=1)
+_HOUR_MS = 3_600_000
+_DAY_MS = 86_400_000
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
 
 @dataclass(frozen=True)
@@ -150,17 +153,55 @@ def quiet_until(at_ms: int, tz_name: str | None, qh: QuietHours) -> int | None:
     """Epoch ms at which the quiet window containing `at_ms` ends, or None if not quiet."""
     if qh.start == qh.end:
         return None
-    zone = zone_for(tz_name, qh.fallback_tz)
-    local_day = dt.datetime.fromtimestamp(at_ms / 1000, zone).date()
-    wraps = qh.start > qh.end
-    # The instance of day D-1 may still be open (wrapping windows); D+1 only matters
-    # around zones that turn the clock back across midnight.
-    for day in (local_day - _DAY, local_day, local_day + _DAY):
-        begin = _resolve_wall(day, qh.start, zone)
-        finish = _resolve_wall(day + _DAY if wraps else day, qh.end, zone)
+    zone = _zone_for(tz_name, qh.fallback_tz)
+    offset = _steady_offset_ms(zone, at_ms // _HOUR_MS)
+    if offset is None:  # a UTC-offset change within this hour: ask zoneinfo
+        local_day = dt.datetime.fromtimestamp(at_ms / 1000, zone).date().toordinal()
+    else:
+        local_day = (at_ms + offset) // _DAY_MS + _EPOCH_ORDINAL
+    for begin, finish in _instances(zone, local_day, qh):
         if begin <= at_ms < finish:
             return finish
     return None
+
+
+# Called on every firing: the local day and the window instances around it are
+# cached, since they only change when the clock crosses an hour or a day.
+
+
+@lru_cache(maxsize=1024)
+def _zone_for(tz_name: str | None, fallback_tz: str) -> ZoneInfo:
+    return zone_for(tz_name, fallback_tz)
+
+
+@lru_cache(maxsize=16_384)
+def _steady_offset_ms(zone: ZoneInfo, hour: int) -> int | None:
+    """The zone's UTC offset during this UTC hour, or None if it changes within it."""
+    offsets = {
+        dt.datetime.fromtimestamp(hour * 3600 + s, zone).utcoffset() for s in (0, 1800, 3599)
+    }
+    if len(offsets) != 1:
+        return None
+    offset = offsets.pop()
+    assert offset is not None
+    return (offset.days * 86_400 + offset.seconds) * 1000 + offset.microseconds // 1000
+
+
+@lru_cache(maxsize=16_384)
+def _instances(zone: ZoneInfo, local_day: int, qh: QuietHours) -> tuple[tuple[int, int], ...]:
+    """The window instances of local days D-1, D and D+1, in that (checking) order.
+
+    The instance of day D-1 may still be open (wrapping windows); D+1 only matters
+    around zones that turn the clock back across midnight.
+    """
+    wraps = qh.start > qh.end
+    out = []
+    for ordinal in (local_day - 1, local_day, local_day + 1):
+        day = dt.date.fromordinal(ordinal)
+        begin = _resolve_wall(day, qh.start, zone)
+        finish = _resolve_wall(day + _DAY if wraps else day, qh.end, zone)
+        out.append((begin, finish))
+    return tuple(out)
 
 
 def is_quiet(at_ms: int, tz_name: str | None, qh: QuietHours) -> bool:

@@ -84,9 +84,14 @@ def dev(
 
 
 def _attach_subcommands() -> None:
+    """Commands that live with their package; imported here so each stays self-contained."""
+    from nudgeflow.backtest.command import command as backtest_command
+    from nudgeflow.delivery.command import command as dlq_command
     from nudgeflow.kafka.command import command as kafka_command
 
     main.add_command(kafka_command, "kafka")
+    main.add_command(backtest_command, "backtest")
+    main.add_command(dlq_command, "dlq")
 
 
 _attach_subcommands()

@@ -79,7 +79,7 @@ def run_dev(
                 "log_level": "warn",
             },
         )
-        asyncio.run(ensure_topics(settings))
+        asyncio.run(ensure_topics(settings, len(config.delivery.retry_schedule)))
         rt = create_runtime(config, settings)
         url = f"http://{settings.web_host}:{settings.web_port}"
         print(

@@ -18,10 +18,7 @@ from nudgeflow.pipeline.topics import TopicNames
 
 log = logging.getLogger(__name__)
 
-RETRY_TIERS = 7
-
-
-def topic_names(topics: TopicNames, retry_tiers: int = RETRY_TIERS) -> list[str]:
+def topic_names(topics: TopicNames, retry_tiers: int) -> list[str]:
     return [
         topics.events,
         topics.events_dlq,
@@ -36,7 +33,8 @@ def topic_names(topics: TopicNames, retry_tiers: int = RETRY_TIERS) -> list[str]
     ]
 
 
-async def ensure_topics(settings: WorkerSettings, retry_tiers: int = RETRY_TIERS) -> None:
+async def ensure_topics(settings: WorkerSettings, retry_tiers: int) -> None:
+    """`retry_tiers` is the length of the delivery retry schedule (one topic per delay)."""
     topics = TopicNames(settings.topic_prefix)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker, request_timeout_ms=15000)
     await admin.start()

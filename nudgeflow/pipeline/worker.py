@@ -13,7 +13,7 @@ import faust
 from nudgeflow.pipeline.app import Runtime, create_runtime
 from nudgeflow.pipeline.config import load_config
 from nudgeflow.pipeline.provision import ensure_topics
-from nudgeflow.pipeline.settings import WorkerSettings, resolve_settings
+from nudgeflow.pipeline.settings import resolve_settings
 from nudgeflow.pipeline.web.server import WebServer
 
 log = logging.getLogger(__name__)
@@ -28,13 +28,14 @@ def prepare(config_path: Path | None, flags: Mapping[str, Any]) -> Runtime:
     return create_runtime(config, settings)
 
 
-def provision(settings: WorkerSettings) -> None:
-    asyncio.run(ensure_topics(settings))
+def provision(rt: Runtime) -> None:
+    """Create the topics (one retry topic per delay of the retry schedule)."""
+    asyncio.run(ensure_topics(rt.settings, len(rt.config.delivery.retry_schedule)))
 
 
 def run(rt: Runtime) -> None:
     """Run until SIGINT/SIGTERM. Blocks; Faust owns the event loop."""
-    provision(rt.settings)
+    provision(rt)
     worker = faust.Worker(
         rt.app,
         WebServer(rt),

@@ -89,3 +89,48 @@ def test_undefined_field_is_false_with_a_reason() -> None:
 def test_runtime_type_error_is_false_with_a_reason() -> None:
     ok, reason = compile_expression("user.name > 5").evaluate(CTX)
     assert ok is False and reason is not None and "TypeError" in reason
+
+
+def _jinja(source: str, context: dict[str, object]) -> tuple[bool, str | None]:
+    """Jinja's own compiled expression: the reference the closures must match."""
+    expr = compile_expression(source)
+    try:
+        return bool(expr._compiled(**context)), None
+    except Exception as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "cart.value > 50",
+        "cart.items | length == 1",
+        "user.segment == 'vip' and cart.count >= 1",
+        "count('product_view', '1h') >= 3 and sum('purchase', 'amount', '7d') < 100",
+        "now - event.ts >= 1000",
+        "user.tier is defined and user.tier == 'gold'",
+        "user.tier == 'gold'",
+        "user.name > 5",
+        "''.__class__",
+        "cart.items.append",
+        "(cart.items | first).__class__.__subclasses__",
+        "event.properties['price'] * 2 // 3 % 7 + 1 - 0.5 > 1 < 2 <= 3",
+        "not (cart.value < 10 or cart.value > 100)",
+        "-cart.value < 0 and +cart.value",
+        "'vip' in user.segment and 'x' not in [1, 2] and (1, 2) and {'a': 1}",
+        "user.name ~ '!' == 'Ana!'",
+        "user.name[1:] == 'na' and user.name[::-1] == 'anA'",
+        "(cart.value if cart.count else 0) > 1",
+        "cart.value | round(0, 'floor') == 60",
+        "user.name | lower | default('x') == 'ana'",
+        "user.missing | default('none') == 'none'",
+        "cart.items[0].product_id == 'p1'",
+        "cart.items[5] is defined",
+        "cart.value / 0 > 1",
+        "2 ** 10 == 1024",
+    ],
+)
+def test_closures_match_jinja(source: str) -> None:
+    expr = compile_expression(source)
+    assert expr._fast is not None  # the closure path is the one under test
+    assert expr.evaluate(CTX) == _jinja(source, CTX)
