@@ -12,16 +12,21 @@ worst case is the same trigger (same `trigger_id`) twice, never none.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
+
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 
 from nudgeflow.agents import ingest
 from nudgeflow.agents.outbox import Outbox
 from nudgeflow.engine.actions import Conversion, Decision, Trigger, encode_action
 from nudgeflow.events.model import Event, decode_event, encode_event
-from nudgeflow.events.parse import EventLimits
+from nudgeflow.events.parse import EventError, EventLimits
 from nudgeflow.pipeline import metrics
+from nudgeflow.tables import timeline
 from nudgeflow.tables import timers as timer_index
 from nudgeflow.tables import users as user_table
 from nudgeflow.tables.schema import RAW_TOPIC
@@ -35,6 +40,8 @@ if TYPE_CHECKING:
     from nudgeflow.pipeline.app import Runtime
 
 log = logging.getLogger(__name__)
+
+_KAFKA_ERRORS = (KafkaError, ProducerSendError, TimeoutError)
 
 FIRE_BATCH = 1000  # due users handled per tick; the next tick takes the rest
 
@@ -53,6 +60,54 @@ class Evaluator:
 
     async def _send_trigger(self, key: bytes, record: bytes) -> Any:
         return await self.producer.send(self.topics.triggers, key, record, None, None, None)
+
+    async def handle_safely(self, message: Message) -> None:
+        """Handle one record; never lose it and never die of it.
+
+        Kafka being unreachable is retried (same record, the engine is deterministic and the
+        state is written last, so a retry can only repeat trigger ids, never lose one);
+        any other failure is a bug or a poison record: it goes to the events DLQ with the
+        reason, and the partition moves on.
+        """
+        delay = 0.5
+        while True:
+            try:
+                await self.handle(message)
+                return
+            except _KAFKA_ERRORS as exc:
+                log.warning(
+                    "Kafka unavailable while handling %s[%d]@%d (%s); retrying in %.1fs",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except Exception as exc:
+                log.exception(
+                    "evaluate failed on %s[%d]@%d",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                )
+                await self._dead_letter(message, exc)
+                return
+
+    async def _dead_letter(self, message: Message, exc: Exception) -> None:
+        if message.topic == self.topics.ticks:
+            return  # a tick carries nothing; the next one retries the firing
+        error = EventError("processing_error", f"{type(exc).__name__}: {exc}"[:500])
+        metrics.dead_letters.labels(topic="events.dlq").inc()
+        await self.producer.send(
+            self.topics.events_dlq,
+            message.key,
+            message.value,
+            None,
+            None,
+            ingest.dlq_headers(error, message.partition, message.offset),
+        )
 
     async def handle(self, message: Message) -> None:
         topic = message.topic
@@ -149,9 +204,13 @@ class Evaluator:
         now: int,
         started: float | None,
     ) -> None:
+        decisions: list[Decision] = []  # for the user's audit timeline
+        late: dict[str, float] = {}  # trigger id -> lateness (s), shown on its `fired` decision
         for action in actions:
             value = encode_action(action)
             if isinstance(action, Trigger):
+                if action.late:
+                    late[action.trigger_id] = action.lateness_s
                 await self.outbox.send(state, user_key, action.trigger_id, value, now, started)
                 metrics.triggers_emitted.labels(rule=action.rule, variant=action.variant).inc()
                 if not action.send:
@@ -159,6 +218,11 @@ class Evaluator:
                         rule=action.rule, variant=action.variant
                     ).inc()
             elif isinstance(action, Decision):
+                if action.outcome == "fired" and action.trigger_id in late:
+                    lateness = late[action.trigger_id]
+                    action.detail = {**action.detail, "late": True, "lateness_s": lateness}
+                    value = encode_action(action)
+                decisions.append(action)
                 metrics.decisions.labels(
                     rule=action.rule, outcome=action.outcome, reason=action.reason or ""
                 ).inc()
@@ -168,6 +232,8 @@ class Evaluator:
                     rule=action.rule, variant=action.variant, kind=action.kind
                 ).inc()
                 await self.producer.send(self.topics.conversions, user_key, value, None, None, None)
+        if decisions and self.rt.timeline is not None:
+            timeline.record_decisions(self.rt.timeline, user_key, decisions)
 
 
 def _limits(rt: Runtime) -> EventLimits:
@@ -189,14 +255,6 @@ def register(rt: Runtime) -> faust.types.AgentT:
 
     async def evaluate(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            try:
-                await evaluator.handle(event.message)
-            except Exception:  # a bad record must never kill the worker
-                log.exception(
-                    "evaluate failed on %s[%d]@%d",
-                    event.message.topic,
-                    event.message.partition,
-                    event.message.offset,
-                )
+            await evaluator.handle_safely(event.message)
 
     return rt.app.agent(source, name="evaluate")(evaluate)
