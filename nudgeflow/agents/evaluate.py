@@ -26,6 +26,8 @@ from nudgeflow.engine.actions import Conversion, Decision, Trigger, encode_actio
 from nudgeflow.events.model import Event, decode_event, encode_event
 from nudgeflow.events.parse import EventError, EventLimits
 from nudgeflow.pipeline import metrics
+from nudgeflow.pipeline.observability.logs import log_decision
+from nudgeflow.pipeline.observability.pending import PendingTimers
 from nudgeflow.tables import timeline
 from nudgeflow.tables import timers as timer_index
 from nudgeflow.tables import users as user_table
@@ -57,6 +59,7 @@ class Evaluator:
         self.topics = rt.topics
         self.limits = _limits(rt)
         self.outbox = Outbox(self._send_trigger)
+        self.pending = PendingTimers.attach(rt)  # nudgeflow_timers_pending
 
     async def _send_trigger(self, key: bytes, record: bytes) -> Any:
         return await self.producer.send(self.topics.triggers, key, record, None, None, None)
@@ -114,7 +117,7 @@ class Evaluator:
         if topic == self.topics.ticks:
             await self.fire_timers(message.partition)
         elif topic == self.topics.events_by_user:
-            event = decode_event(message.value)
+            event = decode_event(message.value or b"")
             await self.apply_event(event, message.key or event.user_id.encode())
         else:
             await self.ingest(message)
@@ -178,6 +181,7 @@ class Evaluator:
             if state is None or state.next_deadline() != deadline:
                 # Left over from a write the crash cut short, or already moved on.
                 timer_index.remove(users, user_key, deadline)
+                self.pending.moved(deadline, None)
                 continue
             await self.outbox.settle(state, user_key, now)
             step = self.rt.engine.fire_due(state, now)
@@ -195,6 +199,7 @@ class Evaluator:
         user_table.save(self.rt.users, user_key, state)
         if after != before:
             timer_index.remove(self.rt.users, user_key, before)
+            self.pending.moved(before, after)
 
     async def publish(
         self,
@@ -213,7 +218,7 @@ class Evaluator:
                     late[action.trigger_id] = action.lateness_s
                 await self.outbox.send(state, user_key, action.trigger_id, value, now, started)
                 metrics.triggers_emitted.labels(rule=action.rule, variant=action.variant).inc()
-                if not action.send:
+                if _in_experiment(self.rt, action.rule):  # every variant, control included
                     metrics.experiment_exposures.labels(
                         rule=action.rule, variant=action.variant
                     ).inc()
@@ -223,6 +228,7 @@ class Evaluator:
                     action.detail = {**action.detail, "late": True, "lateness_s": lateness}
                     value = encode_action(action)
                 decisions.append(action)
+                log_decision(action)
                 metrics.decisions.labels(
                     rule=action.rule, outcome=action.outcome, reason=action.reason or ""
                 ).inc()
@@ -234,6 +240,11 @@ class Evaluator:
                 await self.producer.send(self.topics.conversions, user_key, value, None, None, None)
         if decisions and self.rt.timeline is not None:
             timeline.record_decisions(self.rt.timeline, user_key, decisions)
+
+
+def _in_experiment(rt: Runtime, rule_name: str) -> bool:
+    rule = rt.engine.rules.get(rule_name)
+    return rule is not None and rule.experiment is not None
 
 
 def _limits(rt: Runtime) -> EventLimits:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import faust
 from mode import Service
@@ -28,7 +29,7 @@ DEV_CONFIG = Path(__file__).resolve().parent.parent / "defaults" / "dev.yaml"
 
 
 class DemoReceiver(Service):
-    def __init__(self, port: int, secret: str, **kwargs: object) -> None:
+    def __init__(self, port: int, secret: str, **kwargs: Any) -> None:
         self.port = port
         self.secret = secret
         self._runner: object | None = None

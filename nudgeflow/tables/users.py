@@ -7,6 +7,8 @@ iteration, where Faust knows the partition (DESIGN §7).
 
 from __future__ import annotations
 
+from typing import cast
+
 import faust
 
 from nudgeflow.engine.state import UserState, decode_state, encode_state
@@ -14,13 +16,14 @@ from nudgeflow.tables.schema import RAW_TABLE
 
 
 def define(app: faust.App, partitions: int) -> faust.Table:
-    return app.Table(
+    table = app.Table(
         "users",
         default=None,
         **RAW_TABLE,
         partitions=partitions,
-        help="Per-user state (profile, cart, history, armed rules)",
+        help="Per-user state (profile, cart, history, armed rules) and the timer index",
     )
+    return cast(faust.Table, table)
 
 
 def load(table: faust.Table, user_key: bytes) -> UserState | None:

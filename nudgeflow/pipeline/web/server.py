@@ -8,17 +8,23 @@ readiness, Prometheus metrics, and the admin/user views.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from mode import Service
+from mode import Service, ServiceT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nudgeflow.engine.durations import parse_duration
 from nudgeflow.events.parse import EventLimits
-from nudgeflow.pipeline import metrics
+from nudgeflow.pipeline import metrics, observability
+from nudgeflow.pipeline.web.console import add_console_routes
+from nudgeflow.pipeline.web.errors import json_errors
+from nudgeflow.pipeline.web.experiments import add_experiment_routes
 from nudgeflow.pipeline.web.ingest import IngestOptions, add_ingest_routes
+from nudgeflow.pipeline.web.openapi import openapi_view
 from nudgeflow.pipeline.web.sink import KafkaEventSink
+from nudgeflow.pipeline.web.users import add_user_routes
 
 if TYPE_CHECKING:
     from nudgeflow.pipeline.app import Runtime
@@ -34,7 +40,7 @@ def readiness(rt: Runtime) -> tuple[bool, str]:
         return False, "rebalancing"
     if not app.consumer.assignment():
         return False, "no partitions assigned yet"
-    recovery = app.tables.recovery
+    recovery = app.tables.recovery  # type: ignore[attr-defined]  # TableManager, not the T
     if recovery.in_recovery or not recovery.completed.is_set():
         return False, "recovering tables"
     return True, "ready"
@@ -57,7 +63,7 @@ async def prometheus(request: web.Request) -> web.Response:
 
 def build_web_app(rt: Runtime) -> web.Application:
     s = rt.settings
-    app = web.Application(client_max_size=s.max_body_bytes + 64 * 1024)
+    app = web.Application(client_max_size=s.max_body_bytes + 64 * 1024, middlewares=[json_errors])
     app[RUNTIME_KEY] = rt
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
@@ -74,16 +80,26 @@ def build_web_app(rt: Runtime) -> web.Application:
         ),
     )
     add_ingest_routes(app, KafkaEventSink(rt.app, rt.topics.events), options)
+    add_user_routes(app, rt, options.api_token)
+    if rt.analytics is not None:
+        add_experiment_routes(app, rt.analytics, options.api_token)
+        add_console_routes(app, rt.analytics, options.api_token)
+    app.router.add_get("/openapi.json", openapi_view(token_required=s.api_token is not None))
     return app
 
 
 class WebServer(Service):
     """Runs the aiohttp app for the lifetime of the worker."""
 
-    def __init__(self, rt: Runtime, **kwargs: object) -> None:
+    def __init__(self, rt: Runtime, **kwargs: Any) -> None:
         self.rt = rt
         self._runner: web.AppRunner | None = None
+        observability.install(rt)  # sources of what /metrics exports; before the app starts
         super().__init__(**kwargs)
+
+    def on_init_dependencies(self) -> Iterable[ServiceT]:
+        """The analytics consumer runs as long as the web server that shows it."""
+        return [self.rt.analytics] if self.rt.analytics is not None else []
 
     async def on_start(self) -> None:
         self._runner = web.AppRunner(build_web_app(self.rt), access_log=None)
