@@ -8,6 +8,7 @@ fire within a minute (the dev config shortens the delays and says so).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import secrets
@@ -21,9 +22,9 @@ from nudgeflow.kafka.broker import LocalKafka, free_port
 from nudgeflow.pipeline.app import create_runtime
 from nudgeflow.pipeline.config import load_config
 from nudgeflow.pipeline.demo import DemoTraffic
-from nudgeflow.pipeline.provision import ensure_topics
 from nudgeflow.pipeline.settings import resolve_settings
 from nudgeflow.pipeline.web.server import WebServer
+from nudgeflow.pipeline.worker import provision
 
 DEV_CONFIG = Path(__file__).resolve().parent.parent / "defaults" / "dev.yaml"
 
@@ -59,12 +60,10 @@ def _port_or_free(port: int) -> int:
 def run_dev(
     *, config_path: Path | None, kafka_port: int, web_port: int, data_dir: Path, demo: bool
 ) -> None:
-    import asyncio
-
     data_dir.mkdir(parents=True, exist_ok=True)
     receiver_port = _port_or_free(web_port + 1)
     demo_secret = os.environ.get("NUDGEFLOW_DEMO_SECRET") or (
-        "whsec_" + __import__("base64").b64encode(secrets.token_bytes(24)).decode()
+        "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     )
     os.environ.setdefault("NUDGEFLOW_DEMO_PORT", str(receiver_port))
     os.environ["NUDGEFLOW_DEMO_SECRET"] = demo_secret
@@ -80,8 +79,8 @@ def run_dev(
                 "log_level": "warn",
             },
         )
-        asyncio.run(ensure_topics(settings, len(config.delivery.retry_schedule)))
         rt = create_runtime(config, settings)
+        provision(rt)
         url = f"http://{settings.web_host}:{settings.web_port}"
         print(
             f"\nNudgeflow dev is up.\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -17,6 +18,7 @@ from nudgeflow.pipeline.settings import WorkerSettings
 from nudgeflow.pipeline.topics import TopicNames
 
 log = logging.getLogger(__name__)
+
 
 def topic_names(topics: TopicNames, retry_tiers: int) -> list[str]:
     return [
@@ -33,19 +35,35 @@ def topic_names(topics: TopicNames, retry_tiers: int) -> list[str]:
     ]
 
 
-async def ensure_topics(settings: WorkerSettings, retry_tiers: int) -> None:
-    """`retry_tiers` is the length of the delivery retry schedule (one topic per delay)."""
+_COMPACT = {"cleanup.policy": "compact"}
+
+
+async def ensure_topics(
+    settings: WorkerSettings, retry_tiers: int, changelogs: Sequence[str] = ()
+) -> None:
+    """Create what is missing: our topics, and the tables' compacted changelogs.
+
+    `retry_tiers` is the length of the delivery retry schedule (one topic per delay).
+    The changelogs are created here, before Faust starts, because Faust checks a
+    table's changelog partitions against its source topic on the first event; if
+    its metadata does not show the changelog yet, that event fails.
+    """
     topics = TopicNames(settings.topic_prefix)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker, request_timeout_ms=15000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [n for n in topic_names(topics, retry_tiers) if n not in existing]
-        if not wanted:
+        plain = [n for n in topic_names(topics, retry_tiers) if n not in existing]
+        compacted = [n for n in changelogs if n not in existing]
+        new = [NewTopic(n, settings.partitions, settings.replication_factor) for n in plain]
+        new += [
+            NewTopic(n, settings.partitions, settings.replication_factor, topic_configs=_COMPACT)
+            for n in compacted
+        ]
+        if not new:
             return
-        new = [NewTopic(n, settings.partitions, settings.replication_factor) for n in wanted]
         with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
             await admin.create_topics(new)
-        log.info("created topics: %s", ", ".join(wanted))
+        log.info("created topics: %s", ", ".join(t.name for t in new))
     finally:
         await admin.close()
