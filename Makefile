@@ -15,7 +15,7 @@ KAFKA_VERSION ?= 4.1.1
 PYTEST_FLAGS ?= -q -ra --durations=15 --junitxml=test-artifacts/junit.xml
 
 # Debian packages the suite needs; each is installed (after `apt-get update`) only if missing.
-APT_PACKAGES ?=
+APT_PACKAGES ?= chromium prometheus docker-compose
 # Tools, added only when their command is absent: Python 3.11 with venv, and Java + Maven
 # for the local Kafka broker.
 APT_TOOLS := $(if $(shell command -v python3.11),,python3.11 python3.11-venv) \

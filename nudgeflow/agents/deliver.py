@@ -41,7 +41,9 @@ from nudgeflow.delivery.retry import Outcome
 from nudgeflow.delivery.sender import Sender
 from nudgeflow.engine.actions import Trigger, decode_trigger
 from nudgeflow.pipeline import metrics
+from nudgeflow.pipeline.observability.logs import log_delivery_failure
 from nudgeflow.pipeline.topics import TopicNames
+from nudgeflow.tables import timeline as timeline_table
 from nudgeflow.tables.schema import RAW_TABLE, RAW_TOPIC
 
 if TYPE_CHECKING:
@@ -98,6 +100,7 @@ class Deliverer:
             help="trigger_id|destination -> delivered/retrying/dead (webhook dedupe)",
         )
         self.max_in_flight = max_in_flight
+        self.timeline: faust.Table | None = None  # per-user audit (tables/timeline.py), if set
         self._slots: asyncio.Semaphore | None = None
         self._inflight: set[bytes] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -209,6 +212,8 @@ class Deliverer:
         try:
             step = await self.dispatcher.attempt(trigger, name, attempt)
             await self._audit(trigger, user_key, name, step)
+            if step.outcome is not Outcome.DELIVERED:
+                log_delivery_failure(trigger, name, step)
             if step.outcome is Outcome.DELIVERED:
                 self.table[key] = DELIVERED
             elif step.outcome is Outcome.RETRY:
@@ -243,6 +248,8 @@ class Deliverer:
             reason=step.reason,
         )
         await self._send(self.topics.deliveries, user_key, encode_attempt(record), None)
+        if self.timeline is not None:  # the task runs in the trigger's event context
+            timeline_table.record_delivery(self.timeline, user_key, record)
 
     async def _schedule_retry(
         self, raw: bytes, user_key: bytes, name: str, step: Step, first_attempt_ms: int
@@ -355,4 +362,6 @@ def install(
 
 def register(rt: Runtime) -> Deliverer:
     """Called by the app factory: destinations and policy come from nudgeflow.yaml."""
-    return install(rt.app, rt.topics, rt.config.destinations, rt.config.delivery, rt.partitions)
+    d = install(rt.app, rt.topics, rt.config.destinations, rt.config.delivery, rt.partitions)
+    d.timeline = rt.timeline
+    return d

@@ -161,7 +161,6 @@ class Evaluator:
         started = time.perf_counter()
         now = _now_ms()
         state = user_table.load(self.rt.users, user_key)
-        before = state.next_deadline() if state is not None else None
         settled = state is not None and await self.outbox.settle(state, user_key, now)
         step = self.rt.engine.apply(state, event, now)
         if step.duplicate:
@@ -171,35 +170,43 @@ class Evaluator:
         else:
             metrics.events_applied.inc()
         await self.publish(step.state, user_key, step.actions, now, started)
-        self.store(user_key, before, step.state)
+        self.store(user_key, step.state)
 
     async def fire_timers(self, partition: int) -> None:
         now = _now_ms()
         users = self.rt.users
         for deadline, user_key in timer_index.due(users, partition, now, FIRE_BATCH):
             state = user_table.load(users, user_key)
-            if state is None or state.next_deadline() != deadline:
-                # Left over from a write the crash cut short, or already moved on.
+            if state is None or state.indexed != deadline:
+                # Left over from a write that a crash cut short.
                 timer_index.remove(users, user_key, deadline)
-                self.pending.moved(deadline, None)
                 continue
             await self.outbox.settle(state, user_key, now)
             step = self.rt.engine.fire_due(state, now)
             if step.actions:
                 metrics.timer_lateness.observe(max(0.0, (now - deadline) / 1000))
             await self.publish(step.state, user_key, step.actions, now, None)
-            self.store(user_key, deadline, step.state)
+            self.store(user_key, step.state, consumed=True)
         self.rt.tick_book.done(partition)
 
-    def store(self, user_key: bytes, before: int | None, state: UserState) -> None:
-        """Index first, then state, then drop the old entry: see tables/timers.py."""
-        after = state.next_deadline()
-        if after != before:
-            timer_index.add(self.rt.users, user_key, after)
-        user_table.save(self.rt.users, user_key, state)
-        if after != before:
-            timer_index.remove(self.rt.users, user_key, before)
-            self.pending.moved(before, after)
+    def store(self, user_key: bytes, state: UserState, *, consumed: bool = False) -> None:
+        """Write the state and keep the (lazy) timer index right: see tables/timers.py.
+
+        `consumed`: the user's entry just came due and must be re-filed or dropped.
+        Order: new entry, then the state naming it, then the old entry's removal.
+        """
+        users = self.rt.users
+        have = state.indexed
+        want = state.next_deadline()
+        keep = have is not None and not consumed and want is not None and want >= have
+        if keep or (have is None and want is None):
+            user_table.save(users, user_key, state)
+            return
+        timer_index.add(users, user_key, want)
+        state.indexed = want
+        user_table.save(users, user_key, state)
+        if have != want:
+            timer_index.remove(users, user_key, have)
 
     async def publish(
         self,

@@ -8,6 +8,8 @@ bookkeeping; rule semantics live in `core.py`.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -89,12 +91,20 @@ class UserState(msgspec.Struct, kw_only=True, omit_defaults=True):
     seen_ts: list[int] = field(default_factory=list, name="st")
     last_ts: int = field(default=0, name="t")  # largest event time applied
     outbox: list[Pending] = field(default_factory=list, name="o")
+    # The shell's bookkeeping: the deadline under which the timer index holds this
+    # user (never later than next_deadline(); see nudgeflow/tables/timers.py).
+    indexed: int | None = field(default=None, name="ix")
 
     def next_deadline(self) -> int | None:
         """The earliest armed deadline or outbox check (the timer index key), or None."""
-        deadlines = [a.deadline for a in self.armed.values()]
-        deadlines.extend(p.due for p in self.outbox)
-        return min(deadlines) if deadlines else None
+        earliest: int | None = None
+        for a in self.armed.values():  # a plain loop: usually 0-3 entries
+            if earliest is None or a.deadline < earliest:
+                earliest = a.deadline
+        for p in self.outbox:
+            if earliest is None or p.due < earliest:
+                earliest = p.due
+        return earliest
 
     def computed_cart_value(self) -> float:
         if self.cart_value is not None:
@@ -255,12 +265,32 @@ def record_history(
 
 def count_events(state: UserState, event_type: str, window_ms: int, at_ms: int) -> int:
     """Events of `event_type` with time in (at - window, at]."""
-    lo = at_ms - window_ms
-    return sum(1 for h in state.history if h.type == event_type and lo < h.ts <= at_ms)
+    hist = state.history
+    n = 0
+    for i in range(_first_after(hist, at_ms - window_ms), len(hist)):
+        h = hist[i]
+        if h.ts > at_ms:
+            break
+        if h.type == event_type:
+            n += 1
+    return n
 
 
 def sum_property(state: UserState, event_type: str, prop: str, window_ms: int, at_ms: int) -> float:
-    lo = at_ms - window_ms
-    return sum(
-        h.props.get(prop, 0.0) for h in state.history if h.type == event_type and lo < h.ts <= at_ms
-    )
+    hist = state.history
+    values = []
+    for i in range(_first_after(hist, at_ms - window_ms), len(hist)):
+        h = hist[i]
+        if h.ts > at_ms:
+            break
+        if h.type == event_type:
+            values.append(h.props.get(prop, 0.0))
+    return sum(values)  # sum(), as before: 0 (int) when nothing matches
+
+
+def _first_after(hist: list[Hist], ts: int) -> int:
+    """Index of the first entry with time > ts (the history is kept in time order)."""
+    return bisect_right(hist, ts, key=_ts)
+
+
+_ts = attrgetter("ts")

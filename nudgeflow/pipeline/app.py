@@ -14,9 +14,11 @@ import faust
 
 from nudgeflow.agents.timers import TickBook
 from nudgeflow.engine.core import Engine, build_engine
+from nudgeflow.pipeline.analytics import Analytics
 from nudgeflow.pipeline.config import NudgeflowConfig
 from nudgeflow.pipeline.settings import WorkerSettings
 from nudgeflow.pipeline.topics import TopicNames
+from nudgeflow.tables import timeline as timeline_table
 from nudgeflow.tables import users as users_table
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ class Runtime:
     engine: Engine
     users: faust.Table
     tick_book: TickBook = field(default_factory=TickBook)
+    timeline: faust.Table | None = None  # per-user audit: tables/timeline.py
+    analytics: Analytics | None = None  # global aggregates: pipeline/analytics.py
 
     @property
     def partitions(self) -> int:
@@ -87,7 +91,9 @@ def create_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime
         topics=TopicNames(settings.topic_prefix),
         engine=build_engine(config, secret=engine_secret()),
         users=users_table.define(app, settings.partitions),
+        timeline=timeline_table.define(app, settings.partitions),
     )
+    rt.analytics = Analytics(rt)
     if "evaluate" in settings.roles:
         evaluate.register(rt)
         timers.register(rt)

@@ -86,12 +86,16 @@ def dev(
 def _attach_subcommands() -> None:
     """Commands that live with their package; imported here so each stays self-contained."""
     from nudgeflow.backtest.command import command as backtest_command
+    from nudgeflow.bench.command import command as bench_command
     from nudgeflow.delivery.command import command as dlq_command
     from nudgeflow.kafka.command import command as kafka_command
+    from nudgeflow.pipeline.explain import command as explain_command
 
     main.add_command(kafka_command, "kafka")
     main.add_command(backtest_command, "backtest")
     main.add_command(dlq_command, "dlq")
+    main.add_command(bench_command, "bench")
+    main.add_command(explain_command, "explain")
 
 
 _attach_subcommands()

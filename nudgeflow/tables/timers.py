@@ -11,10 +11,15 @@ timers pending (DESIGN §7).
 Why in the same table: state and index then share one changelog partition,
 written in order, so whatever prefix of writes survives a crash is
 consistent: the index entry for a new deadline is written *before* the state
-that needs it, and the old entry is deleted *after*. An entry left over is
-harmless (the firing path checks it against the state); a state whose
-deadline has no entry cannot happen. Two tables would have two changelogs
-that a kill -9 can leave at different points.
+that records it (`UserState.indexed`), and the old entry is deleted *after*.
+An entry the state does not name is a leftover and is dropped when it comes due.
+
+Lazy, not exact: the entry may be *earlier* than the user's real next deadline.
+Each activity event pushes an inactivity deadline; moving the entry every time
+would cost two more changelog records per event. Instead the entry stays put
+until it comes due; then the evaluate agent fires what is due and re-files the
+user under the real next deadline. Only a deadline that moves *earlier* (or a
+user with none) makes it move at once. Invariant: `indexed <= next_deadline()`.
 """
 
 from __future__ import annotations

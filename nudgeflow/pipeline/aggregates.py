@@ -1,0 +1,189 @@
+"""In-memory aggregates over the audit topics: the pure core of the analytics service.
+
+Every worker reads `<prefix>.triggers`, `.decisions`, `.deliveries`,
+`.conversions` and the dead-letter topics from the beginning and folds them
+here, so each has the global picture: per-rule decision counters, per-variant
+experiment funnels (exposures -> sent -> delivered -> opened/clicked ->
+converted), dead-letter counts and a ring buffer of recent records for the
+console's live feed. Records can appear twice (the outbox re-sends a trigger
+with the same id after a crash), so funnel steps are counted once per trigger id.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict, deque
+from collections.abc import Hashable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from nudgeflow.delivery.records import DeliveryAttempt
+from nudgeflow.engine.actions import Conversion, Decision, Trigger
+from nudgeflow.engine.experiments import BanditPosteriors
+from nudgeflow.engine.rules import Rule
+from nudgeflow.engine.stats import VariantCounts, experiment_results
+
+FEED_SIZE = 200
+MEMORY = 200_000  # trigger ids remembered for de-duplication and delivery attribution
+FeedItem = dict[str, Any]
+
+
+class _Recent:
+    """A bounded insertion-ordered map: the oldest entries are forgotten first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def get(self, key: Hashable) -> Any:
+        return self._items.get(key)
+
+    def add(self, key: Hashable, value: Any = True) -> bool:
+        """Remember `key`; False if it was already there."""
+        if key in self._items:
+            return False
+        self._items[key] = value
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return True
+
+
+def trigger_item(t: Trigger) -> FeedItem:
+    return {
+        "kind": "trigger",
+        "at": t.fired_at,
+        "rule": t.rule,
+        "user_id": t.user_id,
+        "variant": t.variant,
+        "trigger_id": t.trigger_id,
+        "send": t.send,
+        "late": t.late,
+        "lateness_s": t.lateness_s,
+    }
+
+
+def decision_item(d: Decision) -> FeedItem:
+    return {
+        "kind": "decision",
+        "at": d.at,
+        "rule": d.rule,
+        "user_id": d.user_id,
+        "outcome": d.outcome,
+        "reason": d.reason,
+        "variant": d.variant,
+        "deadline": d.deadline,
+        "trigger_id": d.trigger_id,
+    }
+
+
+def outcome_key(d: Decision) -> str:
+    """`suppressed:cap`, `deferred:quiet_hours`, `fired`, ... (reasons matter for those two)."""
+    if d.reason and d.outcome in ("suppressed", "deferred"):
+        return f"{d.outcome}:{d.reason}"
+    return d.outcome
+
+
+class Aggregates:
+    def __init__(
+        self, rules: Sequence[Rule], *, feed_size: int = FEED_SIZE, memory: int = MEMORY
+    ) -> None:
+        self.rules = {r.name: r for r in rules}
+        self.decisions: dict[str, Counter[str]] = {}
+        self.triggers: Counter[str] = Counter()
+        self.variants: dict[str, dict[str, VariantCounts]] = {}
+        self.dead_letters: Counter[str] = Counter()
+        self.feed: deque[FeedItem] = deque(maxlen=feed_size)
+        self._triggers = _Recent(memory)  # trigger id -> (rule, variant)
+        self._delivered = _Recent(memory)
+        self._engaged = _Recent(memory)  # (trigger id, kind)
+        for rule in rules:
+            if rule.experiment is not None:
+                self.variants[rule.name] = {
+                    v.name: VariantCounts() for v in rule.experiment.variants
+                }
+
+    def _counts(self, rule: str, variant: str) -> VariantCounts:
+        return self.variants.setdefault(rule, {}).setdefault(variant, VariantCounts())
+
+    # -- folding records ---------------------------------------------------------------
+
+    def on_trigger(self, t: Trigger) -> FeedItem | None:
+        """Count a trigger once per id; returns the feed item for a new one."""
+        if not self._triggers.add(t.trigger_id, (t.rule, t.variant)):
+            return None
+        self.triggers[t.rule] += 1
+        c = self._counts(t.rule, t.variant)
+        c.exposures += 1
+        if t.send:
+            c.sent += 1
+        item = trigger_item(t)
+        self.feed.append(item)
+        return item
+
+    def on_decision(self, d: Decision) -> FeedItem:
+        self.decisions.setdefault(d.rule, Counter())[outcome_key(d)] += 1
+        item = decision_item(d)
+        self.feed.append(item)
+        return item
+
+    def on_delivery(self, a: DeliveryAttempt) -> None:
+        if a.outcome != "delivered" or not self._delivered.add(a.trigger_id):
+            return
+        known = self._triggers.get(a.trigger_id)
+        if known is not None:
+            self._counts(*known).delivered += 1
+
+    def on_conversion(self, c: Conversion) -> None:
+        if not self._engaged.add((c.trigger_id, c.kind)):
+            return
+        counts = self._counts(c.rule, c.variant)
+        if c.kind == "conversion":
+            counts.converted += 1
+        elif c.kind == "opened":
+            counts.opened += 1
+        else:
+            counts.clicked += 1
+
+    def on_dead_letter(self, topic: str) -> None:
+        self.dead_letters[topic] += 1
+
+    # -- views -------------------------------------------------------------------------
+
+    def recent(self, n: int = FEED_SIZE) -> list[FeedItem]:
+        return list(self.feed)[-n:]
+
+    def decision_counters(self) -> dict[str, dict[str, int]]:
+        return {rule: dict(sorted(c.items())) for rule, c in sorted(self.decisions.items())}
+
+    def bandit(self, rule: str) -> BanditPosteriors:
+        counts = self.variants.get(rule, {})
+        return BanditPosteriors(
+            exposures={v: c.exposures for v, c in counts.items()},
+            conversions={v: c.converted for v, c in counts.items()},
+        )
+
+    def experiment_rules(self) -> list[str]:
+        return [name for name, r in self.rules.items() if r.experiment is not None]
+
+    def experiment(self, rule_name: str) -> dict[str, Any] | None:
+        """GET /experiments/<rule>: the funnel, rates with 95% CI, uplift, p-value."""
+        rule = self.rules.get(rule_name)
+        if rule is None or rule.experiment is None:
+            return None
+        exp = rule.experiment
+        control = next((v.name for v in exp.variants if not v.send), None)
+        counts = self.variants.get(rule_name, {})
+        results = experiment_results(counts, control)
+        body: dict[str, Any] = {
+            "rule": rule_name,
+            "experiment": exp.name,
+            "allocation": exp.allocation,
+            "control": control,
+            "conversion_event": exp.conversion_event,
+            "variants": [asdict(r) for r in results],
+        }
+        if exp.allocation == "bandit":
+            body["bandit"] = self.bandit(rule_name).as_dict()
+        return body
+
+    def experiments(self) -> list[dict[str, Any]]:
+        return [e for name in self.experiment_rules() if (e := self.experiment(name)) is not None]

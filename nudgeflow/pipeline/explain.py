@@ -1,0 +1,143 @@
+"""`nudgeflow explain <user_id> [--rule R]`: why did (or didn't) a rule fire, in plain words.
+
+It asks any worker for GET /users/<id> (the worker forwards to the owner) and
+turns the state and audit timeline into sentences for a person at a terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import click
+
+_REASONS = {
+    "cooldown": "the rule's cooldown had not passed since it last fired",
+    "cap": "the user had reached the global message cap (limits.max_per_user)",
+    "quiet_hours": "it fell in the user's quiet hours",
+    "template_error": "the message template failed to render",
+    "control": "the user is in the control group: exposure recorded, nothing sent",
+}
+
+
+def _why(d: dict[str, Any]) -> str:
+    reason = d.get("reason")
+    detail = d.get("detail") or {}
+    outcome = d["outcome"]
+    if outcome == "fired":
+        late = f", {detail['lateness_s']} s late" if detail.get("late") else ""
+        sent = "" if detail.get("send", True) else f" ({_REASONS['control']})"
+        return f"fired (trigger {d.get('trigger_id')}, variant {d.get('variant')}{late}){sent}"
+    if outcome == "suppressed":
+        text = _REASONS.get(reason or "", reason or "unknown reason")
+        extra = f": {detail['error']}" if "error" in detail else ""
+        until = f" (until {detail['until']})" if "until" in detail else ""
+        return f"suppressed: {text}{until}{extra}"
+    if outcome == "deferred":
+        return f"deferred: {_REASONS.get(reason or '', reason)}; fires at {d.get('deadline')}"
+    if outcome == "condition_false":
+        expr = detail.get("expression")
+        return f"not sent: `when` was false at the deadline ({expr}): {reason}"
+    if outcome == "cancelled":
+        return f"cancelled by a {reason} event before the deadline {d.get('deadline')}"
+    if outcome in ("armed", "rearmed"):
+        by = f" by {reason}" if reason else ""
+        return f"{outcome}{by}; due at {d.get('deadline')}"
+    return f"{outcome}{f' ({reason})' if reason else ''}"
+
+
+def verdict(view: dict[str, Any], rule: str) -> str:
+    """One sentence about `rule` for this user: the latest decision, or why there is none."""
+    armed = next((a for a in view.get("armed", []) if a["rule"] == rule), None)
+    latest = next((d for d in view.get("decisions", []) if d["rule"] == rule), None)
+    if armed is not None:
+        when = f"due at {armed['deadline']} (in {armed['due_in_s']:.0f} s)"
+        if armed["due_in_s"] < 0:
+            when = f"was due at {armed['deadline']} ({-armed['due_in_s']:.0f} s ago; firing)"
+        state = "deferred by quiet hours, " if armed.get("deferred") else ""
+        return f"{rule}: armed (step {armed['step']}), {state}{when}"
+    if latest is None:
+        return f"{rule}: no decision recorded: the rule was never armed for this user"
+    return f"{rule}: {_why(latest)} at {latest['at']}"
+
+
+def render(view: dict[str, Any], rule: str | None = None) -> str:
+    """The whole explanation as text (pure: the CLI prints it, tests read it)."""
+    lines = [
+        f"User {view['user_id']}  (partition {view.get('partition')}, {view.get('served_by')})"
+    ]
+    profile = view.get("profile") or {}
+    if profile:
+        lines.append("Profile: " + ", ".join(f"{k}={v}" for k, v in sorted(profile.items())))
+    cart = view.get("cart")
+    if cart and cart.get("items"):
+        items = ", ".join(
+            f"{i['quantity']}x {i['product_name'] or i['product_id']}" for i in cart["items"]
+        )
+        currency = f" {cart['currency']}" if cart.get("currency") else ""
+        lines.append(f"Cart: {items}  (value {cart['value']}{currency})")
+    rules = sorted(
+        {a["rule"] for a in view.get("armed", [])} | {d["rule"] for d in view.get("decisions", [])}
+    )
+    lines.append("")
+    for name in [rule] if rule else rules:
+        lines.append(verdict(view, name))
+    decisions = [d for d in view.get("decisions", []) if rule is None or d["rule"] == rule]
+    if decisions:
+        lines += ["", "Decisions (newest first):"]
+        lines += [f"  {d['at']}  {d['rule']}: {_why(d)}" for d in decisions]
+    deliveries = [a for a in view.get("deliveries", []) if rule is None or a["rule"] == rule]
+    if deliveries:
+        lines += ["", "Deliveries (newest first):"]
+        for a in deliveries:
+            status = a.get("status") or a.get("error") or ""
+            lines.append(
+                f"  {a['at']}  {a['rule']} -> {a['destination']} attempt {a['attempt']}: "
+                f"{a['outcome']} {status}".rstrip()
+            )
+    pending = view.get("pending") or []
+    if pending:
+        lines += ["", f"Awaiting Kafka ack: {', '.join(p['trigger_id'] for p in pending)}"]
+    return "\n".join(lines)
+
+
+async def fetch_user(url: str, user_id: str, token: str | None) -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    timeout = aiohttp.ClientTimeout(total=15)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(f"{url.rstrip('/')}/users/{quote(user_id, safe='')}", headers=headers) as resp,
+    ):
+        return resp.status, await resp.json(content_type=None)
+
+
+@click.command()
+@click.argument("user_id")
+@click.option("--rule", default=None, help="explain only this rule")
+@click.option(
+    "--url",
+    default="http://127.0.0.1:6066",
+    show_default=True,
+    help="any worker's web address (it forwards to the user's owner)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the raw GET /users/<id> answer")
+def command(user_id: str, rule: str | None, url: str, as_json: bool) -> None:
+    """Why did (or didn't) a rule fire for USER_ID? Reads GET /users/<id>.
+
+    The admin token, if the worker has one, comes from NUDGEFLOW_API_TOKEN.
+    """
+    import asyncio
+    import json
+
+    try:
+        status, body = asyncio.run(fetch_user(url, user_id, os.environ.get("NUDGEFLOW_API_TOKEN")))
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        click.echo(f"error: cannot reach {url}: {exc}", err=True)
+        sys.exit(2)
+    if status != 200:
+        click.echo(f"error: {status}: {body.get('error', body)}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(body, indent=2) if as_json else render(body, rule))

@@ -1,0 +1,111 @@
+"""The web console in headless Chromium (Debian `chromium`, driven by Playwright).
+
+The page is opened first; a trigger produced afterwards must appear in the live
+feed (WebSocket), and the experiment chart (SVG) must draw a conversion-rate
+point and a 95% interval per variant that has exposures. Screenshots go to
+test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from playwright.async_api import async_playwright
+
+from tests.fixtures.workers import ARTIFACTS
+
+pytestmark = pytest.mark.kafka
+
+CONFIG = Path(__file__).resolve().parents[2] / "integration" / "audit" / "configs" / "audit.yaml"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "Debian's chromium is required (make install adds it)"
+    return path
+
+
+def _event(user: str, type_: str, ts: int, **props: object) -> dict:
+    return {
+        "event_id": uuid.uuid4().hex,
+        "user_id": user,
+        "type": type_,
+        "ts": ts,
+        "properties": props,
+    }
+
+
+async def test_console_shows_live_triggers_and_the_experiment_chart(start_worker, receiver) -> None:
+    worker = start_worker(CONFIG, env={"AUDIT_HOOK_URL": receiver.url})
+    now = int(time.time() * 1000)
+    shoppers = [f"shopper-{i}" for i in range(12)]
+    carts = [_event(u, "cart_add", now, product_id="p1", price=80.0) for u in shoppers]
+    assert (await worker.post_events(carts))[0] == 202
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": 1400, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(worker.url + "/")
+        await page.wait_for_selector("#status.live", timeout=30_000)
+
+        # Exposures arrive once the 2 s inactivity timers fire; then half the shoppers buy.
+        await page.wait_for_function(
+            "document.querySelectorAll('#feed li[data-kind=trigger][data-rule=cart_reminder]')"
+            f".length >= {len(shoppers)}",
+            timeout=60_000,
+        )
+        buys = [_event(u, "purchase", int(time.time() * 1000)) for u in shoppers[::2]]
+        assert (await worker.post_events(buys))[0] == 202
+
+        # A trigger produced while the page is open shows up in the live feed.
+        visitor = f"visitor-{uuid.uuid4().hex[:6]}"
+        assert (await worker.post_events([_event(visitor, "ping", int(time.time() * 1000))]))[
+            0
+        ] == 202
+        row = await page.wait_for_selector(
+            f"#feed li[data-kind=trigger][data-user={visitor}]", timeout=30_000
+        )
+        assert "ping" in await row.inner_text()
+
+        # The chart: a rate point and a CI line per variant with exposures; conversions counted.
+        await page.wait_for_function(
+            "[...document.querySelectorAll('.experiment[data-rule=cart_reminder] tbody tr')]"
+            ".reduce((n, tr) => n + Number(tr.children[6].textContent), 0) >= 1",
+            timeout=30_000,
+        )
+        chart = page.locator(".experiment[data-rule=cart_reminder] svg.ci-chart")
+        await chart.wait_for(timeout=10_000)
+        drawn = await page.eval_on_selector(
+            ".experiment[data-rule=cart_reminder]",
+            """box => ({
+                exposed: [...box.querySelectorAll('tbody tr')]
+                    .filter(r => Number(r.children[1].textContent) > 0).length,
+                points: box.querySelectorAll('svg.ci-chart circle.rate').length,
+                intervals: box.querySelectorAll('svg.ci-chart line.ci').length,
+            })""",
+        )
+        assert drawn["exposed"] >= 1
+        assert drawn["points"] == drawn["intervals"] == drawn["exposed"]
+        counters = await page.inner_text("#counters")
+        assert "cart_reminder" in counters and "ping" in counters
+
+        await page.screenshot(path=str(ARTIFACTS / "console.png"), full_page=True)
+        await browser.close()
+    assert errors == []
