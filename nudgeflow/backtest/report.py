@@ -80,8 +80,18 @@ class Tally:
         return tally
 
     def add(self, actions: Iterable[Action]) -> None:
+        rules = self.rules
         for action in actions:
-            if isinstance(action, Trigger):
+            if isinstance(action, Decision):  # most actions are decisions: test them first
+                outcome = action.outcome
+                if outcome == "fired":
+                    continue
+                rule = rules.get(action.rule) or self._rule(action.rule)
+                if outcome == "suppressed":
+                    rule.suppressed[action.reason or "unknown"] += 1
+                else:
+                    rule.outcomes[outcome] += 1
+            elif isinstance(action, Trigger):
                 self.triggers += 1
                 rule = self._rule(action.rule)
                 rule.fired += 1
@@ -91,11 +101,6 @@ class Tally:
                 if action.send:
                     rule.sent += 1
                     variant.sent += 1
-            elif isinstance(action, Decision):
-                if action.outcome == "suppressed":
-                    self._rule(action.rule).suppressed[action.reason or "unknown"] += 1
-                elif action.outcome != "fired":
-                    self._rule(action.rule).outcomes[action.outcome] += 1
             elif isinstance(action, Conversion):
                 variant = self._variant(action.rule, action.variant)
                 if action.kind == "conversion":

@@ -39,7 +39,6 @@ from nudgeflow.engine.state import (
     new_state,
     record_history,
     remember_id,
-    seen,
 )
 from nudgeflow.engine.timefmt import iso_utc
 
@@ -176,7 +175,7 @@ class Engine:
 
     @staticmethod
     def _any_due(armed: dict[str, Armed], limit_ms: int) -> bool:
-        for a in armed.values():
+        for a in armed.values():  # noqa: SIM110 - a plain loop beats any(<genexpr>) here
             if a.deadline <= limit_ms:
                 return True
         return False

@@ -19,6 +19,7 @@ import json
 import random
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 
@@ -27,6 +28,7 @@ def _digest(*parts: str) -> bytes:
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).digest()
 
 
+@lru_cache(maxsize=1 << 16)  # a user re-arms the same rule often; sha256 + json cost ~3 µs
 def bucket(user_id: str, rule: str, experiment: str) -> float:
     """A stable uniform float in [0, 1) for this user in this experiment."""
     return int.from_bytes(_digest(user_id, rule, experiment)[:8], "big") / 2.0**64

@@ -23,7 +23,7 @@ lazily instead of building a context dict per evaluation.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from jinja2 import nodes
@@ -72,6 +72,7 @@ def compile_tree(expr: nodes.Expr, env: SandboxedEnvironment) -> Compiled:
     template = nodes.Template([nodes.Assign(nodes.Name("result", "store"), expr)], lineno=1)
     template.set_environment(env)
     folded = optimize(template, env)
+    assert isinstance(folded, nodes.Template)
     assign = folded.body[0]
     assert isinstance(assign, nodes.Assign)
     return _Builder(env).build(assign.node)
@@ -209,7 +210,7 @@ class _Builder:
         return self._filter_or_test(node, self.env.tests)
 
     def _filter_or_test(
-        self, node: nodes.Filter | nodes.Test, table: dict[str, Callable[..., Any]]
+        self, node: nodes.Filter | nodes.Test, table: Mapping[str, Any]
     ) -> Compiled:
         func = table.get(node.name)
         if func is None or node.node is None or node.dyn_args or node.dyn_kwargs:
@@ -224,7 +225,9 @@ class _Builder:
             first = (self.env,)
         value = self.build(node.node)
         args = [self.build(a) for a in node.args]
-        kwargs = [(k.key, self.build(k.value)) for k in node.kwargs]
+        kwargs: list[tuple[str, Compiled]] = [
+            (str(k.key), self.build(k.value)) for k in node.kwargs
+        ]
         if not args and not kwargs:
             if first:
                 return lambda scope: func(*first, value(scope))

@@ -50,6 +50,8 @@ _BOM = b"\xef\xbb\xbf"
 _MAX_TS_TEXT = 64
 _decode_any = msgspec.json.Decoder()
 _decode_raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+_decode_event = msgspec.json.Decoder(Event)
+_KNOWN_TYPES: set[str] = set()  # type names that passed `_type` (a handful in practice)
 _encode = msgspec.json.Encoder()
 
 
@@ -122,6 +124,10 @@ def parse_event(
     limits: EventLimits = DEFAULT_LIMITS,
 ) -> Event:
     """Validate one event; raises only `EventError`, whatever the input."""
+    if type(raw) is bytes:
+        event = _fast_path(raw, now_ms, limits)
+        if event is not None:
+            return event
     try:
         return _validate(_load(raw, limits), now_ms, limits)
     except EventError:
@@ -169,6 +175,32 @@ def parse_batch(
     if errors:
         raise BatchError(errors, total=len(items))
     return events
+
+
+def _fast_path(raw: bytes, now_ms: int | None, limits: EventLimits) -> Event | None:
+    """The common, valid event decoded straight into `Event` (about twice as fast).
+
+    msgspec checks the JSON types while decoding; the same validators as the
+    general path then check the values. Anything unusual (integer ids, ISO
+    times, nulls, a BOM, bad JSON) or invalid returns None, and the general
+    path gives the answer and the precise error, so results are identical.
+    """
+    if len(raw) > limits.max_bytes:
+        return None
+    try:
+        event = _decode_event.decode(raw)
+        _id(event.user_id, "user_id", limits.max_user_id_len, required=True)
+        if event.type not in _KNOWN_TYPES:
+            _type(event.type)
+            if len(_KNOWN_TYPES) < 1024:
+                _KNOWN_TYPES.add(event.type)
+        _timestamp(event.ts, now_ms, limits)
+        _id(event.event_id, "event_id", limits.max_event_id_len, required=False)
+        _object(event.properties, "properties", limits.max_depth)
+        _object(event.traits, "traits", limits.max_depth)
+    except Exception:  # any doubt: the general path decides and explains
+        return None
+    return event
 
 
 def _load(raw: object, limits: EventLimits) -> dict[str, Any]:
