@@ -180,6 +180,7 @@ class Evaluator:
             if state is None or state.indexed != deadline:
                 # Left over from a write that a crash cut short.
                 timer_index.remove(users, user_key, deadline)
+                self.pending.moved(deadline, None)
                 continue
             await self.outbox.settle(state, user_key, now)
             step = self.rt.engine.fire_due(state, now)
@@ -207,6 +208,7 @@ class Evaluator:
         user_table.save(users, user_key, state)
         if have != want:
             timer_index.remove(users, user_key, have)
+        self.pending.moved(have, want)
 
     async def publish(
         self,
@@ -219,7 +221,7 @@ class Evaluator:
         decisions: list[Decision] = []  # for the user's audit timeline
         late: dict[str, float] = {}  # trigger id -> lateness (s), shown on its `fired` decision
         for action in actions:
-            value = encode_action(action)
+            value = b"" if _unaudited(action) else encode_action(action)
             if isinstance(action, Trigger):
                 if action.late:
                     late[action.trigger_id] = action.lateness_s
@@ -230,15 +232,17 @@ class Evaluator:
                         rule=action.rule, variant=action.variant
                     ).inc()
             elif isinstance(action, Decision):
+                metrics.decisions.labels(
+                    rule=action.rule, outcome=action.outcome, reason=action.reason or ""
+                ).inc()
+                log_decision(action)
+                if action.outcome == "rearmed":
+                    continue  # counted, not audited: see _unaudited()
                 if action.outcome == "fired" and action.trigger_id in late:
                     lateness = late[action.trigger_id]
                     action.detail = {**action.detail, "late": True, "lateness_s": lateness}
                     value = encode_action(action)
                 decisions.append(action)
-                log_decision(action)
-                metrics.decisions.labels(
-                    rule=action.rule, outcome=action.outcome, reason=action.reason or ""
-                ).inc()
                 await self.producer.send(self.topics.decisions, user_key, value, None, None, None)
             elif isinstance(action, Conversion):
                 metrics.experiment_conversions.labels(
@@ -247,6 +251,14 @@ class Evaluator:
                 await self.producer.send(self.topics.conversions, user_key, value, None, None, None)
         if decisions and self.rt.timeline is not None:
             timeline.record_decisions(self.rt.timeline, user_key, decisions)
+
+
+def _unaudited(action: Action) -> bool:
+    """`rearmed` (an activity event pushed an inactivity deadline) happens on nearly every
+    event; it is counted in metrics, and the deadline is in the user's state, but it is not
+    written to the audit topic or timeline: it would triple the records per event and say
+    nothing that the next armed/fired/cancelled/condition_false record does not."""
+    return isinstance(action, Decision) and action.outcome == "rearmed"
 
 
 def _in_experiment(rt: Runtime, rule_name: str) -> bool:

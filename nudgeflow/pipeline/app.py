@@ -67,7 +67,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
         table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        producer_linger_ms=1,
+        # Several records per event (state, audit, triggers): let them share requests.
+        producer_linger_ms=5,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         stream_wait_empty=False,
@@ -79,11 +80,17 @@ def create_app(settings: WorkerSettings) -> faust.App:
     )
 
 
+# Faust queues table changelog writes in a 100-message buffer and stalls the stream
+# ("producer buffer full") each time it fills; a few writes per event fill it fast.
+PRODUCER_BUFFER_MESSAGES = 2000
+
+
 def create_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime:
     """Build the app, its tables, and register every agent."""
     from nudgeflow.agents import deliver, evaluate, timers
 
     app = create_app(settings)
+    app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
     rt = Runtime(
         app=app,
         settings=settings,
