@@ -63,3 +63,22 @@ async def start_demo_receiver(port: int, secret: str, host: str = "127.0.0.1") -
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="NUDGEFLOW_DEMO_HOST")
+@click.option("--port", default=6067, show_default=True, type=int, envvar="NUDGEFLOW_DEMO_PORT")
+@click.option(
+    "--secret",
+    envvar="NUDGEFLOW_DEMO_SECRET",
+    default=None,
+    help="whsec_... to verify signatures with (unset: accept unchecked)",
+)
+def main(host: str, port: int, secret: str | None) -> None:
+    """The demo receiver on its own (the docker compose `receiver` service)."""
+    click.echo(f"[receiver] listening on http://{host}:{port}/ (any path)")
+    web.run_app(build_app(secret), host=host, port=port, print=None)
+
+
+if __name__ == "__main__":
+    main()

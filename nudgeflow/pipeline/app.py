@@ -61,7 +61,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
         store="rocksdb://",
         datadir=str(settings.data_dir),
         web_enabled=False,
-        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+        canonical_url=settings.advertised_url or f"http://{settings.web_host}:{settings.web_port}",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         table_standby_replicas=settings.standby_replicas,

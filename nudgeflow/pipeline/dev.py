@@ -22,6 +22,7 @@ from nudgeflow.kafka.broker import LocalKafka, free_port
 from nudgeflow.pipeline.app import create_runtime
 from nudgeflow.pipeline.config import load_config
 from nudgeflow.pipeline.demo import DemoTraffic
+from nudgeflow.pipeline.observability import logs
 from nudgeflow.pipeline.settings import resolve_settings
 from nudgeflow.pipeline.web.server import WebServer
 from nudgeflow.pipeline.worker import provision
@@ -95,6 +96,14 @@ def run_dev(
         services: list[Service] = [WebServer(rt)]
         if demo:
             services += [DemoReceiver(receiver_port, demo_secret), DemoTraffic(url + "/events")]
-        worker = faust.Worker(rt.app, *services, loglevel="warn", redirect_stdouts=False)
+        worker = faust.Worker(
+            rt.app,
+            *services,
+            loglevel="warn",
+            logging_config=logs.logging_config(
+                "warn", settings.log_format, logs.secrets_of(rt.config, settings)
+            ),
+            redirect_stdouts=False,
+        )
         with contextlib.suppress(SystemExit):  # Ctrl-C: fall through to stop Kafka
             worker.execute_from_commandline()

@@ -7,14 +7,84 @@ emails or URLs in labels.
 
 from __future__ import annotations
 
+import logging
+import platform
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from nudgeflow import __version__
+
+log = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+Sample = tuple[Sequence[str], float]
+
+
+class SampledGauge(Collector):
+    """A gauge computed when scraped, from a source the worker binds once it runs.
+
+    For values that already live elsewhere (the Kafka consumer's offsets):
+    reading them at scrape time costs nothing between scrapes and never
+    leaves a stale series behind after a rebalance moves a partition away.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = list(labelnames)
+        self._source: Callable[[], Iterable[Sample]] | None = None
+        registry.register(self)
+
+    def bind(self, source: Callable[[], Iterable[Sample]] | None) -> None:
+        self._source = source
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        if self._source is not None:
+            try:
+                for labels, value in self._source():
+                    family.add_metric(list(labels), value)
+            except Exception:  # a scrape must never fail because one source did
+                log.exception("sampling %s failed", self.name)
+        yield family
+
+
+def _version_of(dist: str) -> str:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"
+
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600)
 
-build_info = Info("nudgeflow_build", "Nudgeflow version", registry=REGISTRY)
+build_info = Info("nudgeflow_build", "Nudgeflow and runtime versions", registry=REGISTRY)
+build_info.info(
+    {
+        "version": __version__,
+        "python": platform.python_version(),
+        "faust": _version_of("faust-streaming"),
+        "aiokafka": _version_of("aiokafka"),
+    }
+)
 
 events_received = Counter(
     "nudgeflow_events_received", "Events received, by source", ["source"], registry=REGISTRY
@@ -40,7 +110,9 @@ decisions = Counter(
     registry=REGISTRY,
 )
 timers_pending = Gauge(
-    "nudgeflow_timers_pending", "Users with an armed timer on this worker", registry=REGISTRY
+    "nudgeflow_timers_pending",
+    "Timer index entries (users with something due) in the partitions this worker owns",
+    registry=REGISTRY,
 )
 timer_lateness = Histogram(
     "nudgeflow_timer_lateness_seconds",
@@ -100,9 +172,85 @@ experiment_conversions = Counter(
     ["rule", "variant", "kind"],
     registry=REGISTRY,
 )
-consumer_lag = Gauge(
+consumer_lag = SampledGauge(
     "nudgeflow_consumer_lag_messages",
-    "Messages behind the log end, per topic and partition",
+    "Messages between the committed offset and the log end, per topic and partition",
     ["topic", "partition"],
+    registry=REGISTRY,
+)
+
+# -- Faust's own sensors (observability/sensors.py feeds these), in seconds ---------
+
+_FAUST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_REBALANCE_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+faust_messages_received = Counter(
+    "nudgeflow_faust_messages_received",
+    "Messages the Faust consumer handed to streams, by topic",
+    ["topic"],
+    registry=REGISTRY,
+)
+faust_messages_active = Gauge(
+    "nudgeflow_faust_messages_active",
+    "Messages received and not yet acknowledged",
+    registry=REGISTRY,
+)
+faust_stream_events = Counter(
+    "nudgeflow_faust_stream_events",
+    "Events processed by agent streams, by topic",
+    ["topic"],
+    registry=REGISTRY,
+)
+faust_event_processing = Histogram(
+    "nudgeflow_faust_event_processing_seconds",
+    "Time an agent spent on one event",
+    buckets=_FAUST_BUCKETS,
+    registry=REGISTRY,
+)
+faust_table_operations = Counter(
+    "nudgeflow_faust_table_operations",
+    "Table key reads, writes and deletes",
+    ["table", "operation"],
+    registry=REGISTRY,
+)
+faust_messages_sent = Counter(
+    "nudgeflow_faust_messages_sent",
+    "Records handed to the producer, by topic",
+    ["topic"],
+    registry=REGISTRY,
+)
+faust_send_errors = Counter(
+    "nudgeflow_faust_send_errors", "Records the producer failed to publish", registry=REGISTRY
+)
+faust_send_duration = Histogram(
+    "nudgeflow_faust_send_seconds",
+    "From a record handed to the producer to the broker's acknowledgement",
+    buckets=_FAUST_BUCKETS,
+    registry=REGISTRY,
+)
+faust_commit_duration = Histogram(
+    "nudgeflow_faust_commit_seconds",
+    "Duration of one consumer offset commit",
+    buckets=_FAUST_BUCKETS,
+    registry=REGISTRY,
+)
+faust_rebalances = Counter(
+    "nudgeflow_faust_rebalances", "Consumer group rebalances started", registry=REGISTRY
+)
+faust_rebalancing = Gauge(
+    "nudgeflow_faust_rebalancing",
+    "1 while a rebalance (including table recovery) is in progress",
+    registry=REGISTRY,
+)
+faust_rebalance_duration = Histogram(
+    "nudgeflow_faust_rebalance_seconds",
+    "From the start of a rebalance to the end of table recovery",
+    buckets=_REBALANCE_BUCKETS,
+    registry=REGISTRY,
+)
+faust_assignments = Counter(
+    "nudgeflow_faust_assignments",
+    "Partition assignments computed by this worker, by result (completed, error)",
+    ["result"],
     registry=REGISTRY,
 )

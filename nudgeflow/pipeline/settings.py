@@ -33,6 +33,11 @@ class WorkerSettings(BaseModel):
     )
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
+    advertised_url: str | None = Field(
+        None,
+        description="How other workers reach this one (default http://web_host:web_port); "
+        "set it when binding 0.0.0.0, e.g. http://worker-1:6066 in Docker",
+    )
     data_dir: Path = Path("var/nudgeflow")
     api_token: SecretStr | None = None
     segment_write_keys: list[str] = []
@@ -48,6 +53,7 @@ class WorkerSettings(BaseModel):
         description="What this worker runs: evaluate (rules + timers), deliver (webhooks)",
     )
     log_level: str = Field("info", pattern=r"^(debug|info|warn|warning|error|crit)$")
+    log_format: str = Field("text", pattern=r"^(text|json)$", description="key=value or JSON lines")
 
     @property
     def group_id(self) -> str:

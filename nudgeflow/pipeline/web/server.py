@@ -38,7 +38,11 @@ def readiness(rt: Runtime) -> tuple[bool, str]:
     app = rt.app
     if app.rebalancing:
         return False, "rebalancing"
-    if not app.consumer.assignment():
+    try:
+        assigned = app.consumer.assignment()
+    except Exception:  # ConsumerNotStarted and friends: the worker is still starting
+        return False, "starting"
+    if not assigned:
         return False, "no partitions assigned yet"
     recovery = app.tables.recovery  # type: ignore[attr-defined]  # TableManager, not the T
     if recovery.in_recovery or not recovery.completed.is_set():
