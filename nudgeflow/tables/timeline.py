@@ -21,8 +21,8 @@ from nudgeflow.engine.actions import Decision
 from nudgeflow.tables.schema import RAW_TABLE
 
 NAME = "timeline"
-MAX_DECISIONS = 50
-MAX_DELIVERIES = 50
+MAX_DECISIONS = 20  # each write re-encodes the whole timeline: keep it small
+MAX_DELIVERIES = 20
 
 
 class Timeline(msgspec.Struct, kw_only=True, omit_defaults=True):
