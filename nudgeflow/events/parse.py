@@ -187,6 +187,11 @@ def _fast_path(raw: bytes, now_ms: int | None, limits: EventLimits) -> Event | N
     """
     if len(raw) > limits.max_bytes:
         return None
+    if not raw.isascii():  # msgspec skips ignored keys unchecked: validate the UTF-8 here
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
     try:
         event = _decode_event.decode(raw)
         _id(event.user_id, "user_id", limits.max_user_id_len, required=True)

@@ -142,7 +142,7 @@ def parse_segment_batch(
     errors: list[tuple[int | None, EventError]] = []
     for index, message in enumerate(messages):
         call = message.get("type") if isinstance(message, Mapping) else None
-        if call in IGNORED_CALLS:
+        if isinstance(call, str) and call in IGNORED_CALLS:  # `type` may be any JSON
             ignored.append({"index": index, "type": call, "reason": "unsupported_call"})
             continue
         try:
