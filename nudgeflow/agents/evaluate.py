@@ -101,7 +101,12 @@ class Evaluator:
     async def _dead_letter(self, message: Message, exc: Exception) -> None:
         if message.topic == self.topics.ticks:
             return  # a tick carries nothing; the next one retries the firing
-        error = EventError("processing_error", f"{type(exc).__name__}: {exc}"[:500])
+        await self._to_dlq(
+            message, EventError("processing_error", f"{type(exc).__name__}: {exc}"[:500])
+        )
+
+    async def _to_dlq(self, message: Message, error: EventError) -> None:
+        """The original bytes to `<prefix>.events.dlq`, the reason in headers."""
         metrics.dead_letters.labels(topic="events.dlq").inc()
         await self.producer.send(
             self.topics.events_dlq,
@@ -146,16 +151,8 @@ class Evaluator:
         else:
             error = routed.error
             metrics.events_rejected.labels(source="kafka", reason=error.reason).inc()
-            metrics.dead_letters.labels(topic="events.dlq").inc()
             log.info("event rejected to DLQ: %s (%s)", error.reason, error.field)
-            await self.producer.send(
-                self.topics.events_dlq,
-                message.key,
-                message.value,
-                None,
-                None,
-                ingest.dlq_headers(error, message.partition, message.offset),
-            )
+            await self._to_dlq(message, error)
 
     async def apply_event(self, event: Event, user_key: bytes) -> None:
         started = time.perf_counter()

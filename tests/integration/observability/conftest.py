@@ -6,10 +6,7 @@ destination, and traffic that moves every metric family.
 from __future__ import annotations
 
 import base64
-import os
 import secrets
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,46 +17,12 @@ import pytest
 
 from tests.fixtures.metrics import scrape, wait_for_metric
 from tests.fixtures.receivers import Receiver, respond
-from tests.fixtures.workers import ARTIFACTS, WorkerProcess
+from tests.fixtures.workers import WorkerProcess
 
 pytestmark = pytest.mark.kafka
 
 CONFIG = Path(__file__).parent / "configs" / "observed.yaml"
 USERS = [f"obs-u{i}" for i in range(10)]
-
-
-class DebugWorker(WorkerProcess):
-    """Like the shared fixture's worker, but at debug level (the fixture pins info)."""
-
-    def start(self) -> DebugWorker:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.log_path = ARTIFACTS / f"worker-{self.app_id}-{self.web_port}.log"
-        cmd = [
-            sys.executable,
-            "-m",
-            "nudgeflow",
-            "worker",
-            "--config",
-            str(self.config),
-            "--broker",
-            self.broker,
-            "--web-port",
-            str(self.web_port),
-            "--data-dir",
-            str(self.data_dir),
-            "--topic-prefix",
-            self.prefix,
-            "--partitions",
-            str(self.partitions),
-            "--log-level",
-            "debug",
-        ]
-        env = {**os.environ, "NUDGEFLOW_APP_ID": self.app_id, **self.env}
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        return self
 
 
 @dataclass
@@ -107,7 +70,7 @@ async def observed(
         "NUDGEFLOW_SECRET": "eng-" + secrets.token_hex(16),
     }
     name = uuid.uuid4().hex[:8]
-    worker = DebugWorker(
+    worker = WorkerProcess(
         config=CONFIG,
         broker=kafka_bootstrap,
         data_dir=tmp_path_factory.mktemp("observed") / "data",
@@ -119,6 +82,7 @@ async def observed(
             "NF_OBS_FLAKY_URL": flaky.url,
             "NUDGEFLOW_LOG_FORMAT": "json",
         },
+        log_level="debug",
     ).start()
     obs = Observed(worker, secret_env, good, flaky)
     try:
