@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,8 +19,8 @@ import pytest
 from nudgeflow.engine.actions import Trigger
 from nudgeflow.pipeline.topics import TopicNames
 from tests.fixtures.kafka import Record, create_topics, produce
+from tests.fixtures.workers import ARTIFACTS, kill_group, stop_group
 
-ARTIFACTS = Path(os.environ.get("NUDGEFLOW_TEST_ARTIFACTS", "test-artifacts"))
 FAST_DELIVERY = {
     "retry_schedule": ["200ms", "500ms", "1s"],
     "breaker_failures": 50,
@@ -82,17 +80,10 @@ class DeliverWorker:
         return self
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        kill_group(self.proc)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_group(self.proc, timeout=20)
 
     def tail(self, n: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
