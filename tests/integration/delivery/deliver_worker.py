@@ -17,29 +17,21 @@ import faust
 
 from nudgeflow.agents.deliver import install
 from nudgeflow.delivery.config import DeliverySettings, Destination
+from nudgeflow.pipeline.app import create_app
+from nudgeflow.pipeline.settings import WorkerSettings
 from nudgeflow.pipeline.topics import TopicNames
 
 
 def build(spec: dict) -> faust.App:  # type: ignore[type-arg]
-    app = faust.App(
-        spec["app_id"],
-        broker=f"kafka://{spec['broker']}",
-        store="rocksdb://",
-        datadir=spec["data_dir"],
-        web_enabled=False,
-        topic_partitions=spec["partitions"],
-        topic_replication_factor=1,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        producer_linger_ms=1,
-        broker_commit_every=100,
-        broker_commit_interval=0.5,
-        stream_wait_empty=False,
-        # a kill -9'd member holds its partitions until the session times out
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=1.0,
-        autodiscover=False,
-        topic_disable_leader=True,
+    """The production app configuration (pipeline/app.create_app), with only delivery on it."""
+    app = create_app(
+        WorkerSettings(
+            broker=spec["broker"],
+            topic_prefix=spec["prefix"],
+            app_id=spec["app_id"],
+            data_dir=Path(spec["data_dir"]),
+            partitions=spec["partitions"],
+        )
     )
     install(
         app,
