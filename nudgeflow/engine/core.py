@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from nudgeflow.engine.actions import Action, Conversion, Decision
+from nudgeflow.engine.actions import Action, Conversion, Decision, DecisionOutcome, Scalar
 from nudgeflow.engine.experiments import BanditPosteriors, allocate
 from nudgeflow.engine.firing import DEFAULT_VARIANT, Firer, Renderer
 from nudgeflow.engine.ids import arming_key
@@ -219,15 +219,14 @@ class Engine:
         if armed is not None and etype in rule.cancel_on:
             del state.armed[rule.name]
             actions.append(
-                Decision(
-                    user_id=state.user_id,
-                    rule=rule.name,
-                    outcome="cancelled",
-                    at=iso_utc(event.ts),
-                    reason=etype,
-                    variant=armed.variant or DEFAULT_VARIANT,
-                    deadline=iso_utc(armed.deadline),
-                    detail={"step": armed.step},
+                _event_decision(
+                    state,
+                    rule,
+                    event,
+                    "cancelled",
+                    armed.variant,
+                    armed.deadline,
+                    {"step": armed.step},
                 )
             )
             armed = None
@@ -243,15 +242,7 @@ class Engine:
                     armed.deadline = deadline
                     armed.deferred = False
                     actions.append(
-                        Decision(
-                            user_id=state.user_id,
-                            rule=rule.name,
-                            outcome="rearmed",
-                            at=iso_utc(event.ts),
-                            reason=etype,
-                            variant=armed.variant or DEFAULT_VARIANT,
-                            deadline=iso_utc(deadline),
-                        )
+                        _event_decision(state, rule, event, "rearmed", armed.variant, deadline)
                     )
             return
         if etype in rule.triggers and etype not in rule.cancel_on:
@@ -292,16 +283,7 @@ class Engine:
         )
         if deadline > event.ts:
             actions.append(
-                Decision(
-                    user_id=state.user_id,
-                    rule=rule.name,
-                    outcome="armed",
-                    at=iso_utc(event.ts),
-                    reason=event.type,
-                    variant=variant_name or DEFAULT_VARIANT,
-                    deadline=iso_utc(deadline),
-                    detail={"step": 0},
-                )
+                _event_decision(state, rule, event, "armed", variant_name, deadline, {"step": 0})
             )
 
     def _attribute(self, state: UserState, event: Event, actions: list[Action]) -> None:
@@ -372,3 +354,25 @@ def build_engine(config: NudgeflowConfig, *, secret: bytes) -> Engine:
     templates_dir: Path | None = config.templates_dir
     templates = Templates(templates_dir, secret=secret, inline=config.inline_templates)
     return Engine(config.rules, config.limits, templates)
+
+
+def _event_decision(
+    state: UserState,
+    rule: Rule,
+    event: Event,
+    outcome: DecisionOutcome,
+    variant: str,
+    deadline: int,
+    detail: dict[str, Scalar] | None = None,
+) -> Decision:
+    """A decision about an armed rule that an event caused (its type is the reason)."""
+    return Decision(
+        user_id=state.user_id,
+        rule=rule.name,
+        outcome=outcome,
+        at=iso_utc(event.ts),
+        reason=event.type,
+        variant=variant or DEFAULT_VARIANT,
+        deadline=iso_utc(deadline),
+        detail=detail or {},
+    )
