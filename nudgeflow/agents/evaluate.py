@@ -60,6 +60,8 @@ class Evaluator:
         self.limits = _limits(rt)
         self.outbox = Outbox(self._send_trigger)
         self.pending = PendingTimers.attach(rt)  # nudgeflow_timers_pending
+        assert rt.users_direct is not None
+        self.users = rt.users_direct
 
     async def _send_trigger(self, key: bytes, record: bytes) -> Any:
         return await self.producer.send(self.topics.triggers, key, record, None, None, None)
@@ -70,12 +72,17 @@ class Evaluator:
         Kafka being unreachable is retried (same record, the engine is deterministic and the
         state is written last, so a retry can only repeat trigger ids, never lose one);
         any other failure is a bug or a poison record: it goes to the events DLQ with the
-        reason, and the partition moves on.
+        reason, and the partition moves on. Either way the table writes it made go to their
+        changelogs (tables/direct.py) before the next record is taken.
         """
         delay = 0.5
+        handled = False
         while True:
             try:
-                await self.handle(message)
+                if not handled:
+                    await self.handle(message)
+                    handled = True
+                await self.users.flush()
                 return
             except _KAFKA_ERRORS as exc:
                 log.warning(
@@ -95,8 +102,10 @@ class Evaluator:
                     message.partition,
                     message.offset,
                 )
+                if handled:  # the changelog flush: the next record's flush tries again
+                    return
                 await self._dead_letter(message, exc)
-                return
+                handled = True  # what it wrote locally still goes to the changelog
 
     async def _dead_letter(self, message: Message, exc: Exception) -> None:
         if message.topic == self.topics.ticks:
@@ -157,7 +166,7 @@ class Evaluator:
     async def apply_event(self, event: Event, user_key: bytes) -> None:
         started = time.perf_counter()
         now = _now_ms()
-        state = user_table.load(self.rt.users, user_key)
+        state = user_table.load(self.users, user_key)
         settled = state is not None and await self.outbox.settle(state, user_key, now)
         step = self.rt.engine.apply(state, event, now)
         if step.duplicate:
@@ -171,7 +180,7 @@ class Evaluator:
 
     async def fire_timers(self, partition: int) -> None:
         now = _now_ms()
-        users = self.rt.users
+        users = self.users
         for deadline, user_key in timer_index.due(users, partition, now, FIRE_BATCH):
             state = user_table.load(users, user_key)
             if state is None or state.indexed != deadline:
@@ -193,7 +202,7 @@ class Evaluator:
         `consumed`: the user's entry just came due and must be re-filed or dropped.
         Order: new entry, then the state naming it, then the old entry's removal.
         """
-        users = self.rt.users
+        users = self.users
         have = state.indexed
         want = state.next_deadline()
         keep = have is not None and not consumed and want is not None and want >= have
@@ -246,8 +255,7 @@ class Evaluator:
                     rule=action.rule, variant=action.variant, kind=action.kind
                 ).inc()
                 await self.producer.send(self.topics.conversions, user_key, value, None, None, None)
-        if decisions and self.rt.timeline is not None:
-            timeline.record_decisions(self.rt.timeline, user_key, decisions)
+        timeline.remember(state, decisions)
 
 
 def _unaudited(action: Action) -> bool:

@@ -20,6 +20,7 @@ from nudgeflow.pipeline.settings import WorkerSettings
 from nudgeflow.pipeline.topics import TopicNames
 from nudgeflow.tables import timeline as timeline_table
 from nudgeflow.tables import users as users_table
+from nudgeflow.tables.direct import DirectTable
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,10 @@ class Runtime:
     users: faust.Table
     tick_book: TickBook = field(default_factory=TickBook)
     timeline: faust.Table | None = None  # per-user audit: tables/timeline.py
+    # The agents' write path to `users` and `timeline` (tables/direct.py): every writer
+    # shares one per table so each changelog partition gets the writes in order.
+    users_direct: DirectTable | None = None
+    timeline_direct: DirectTable | None = None
     analytics: Analytics | None = None  # global aggregates: pipeline/analytics.py
 
     @property
@@ -100,6 +105,8 @@ def create_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime
         users=users_table.define(app, settings.partitions),
         timeline=timeline_table.define(app, settings.partitions),
     )
+    rt.users_direct = DirectTable(rt.users)
+    rt.timeline_direct = DirectTable(rt.timeline) if rt.timeline is not None else None
     rt.analytics = Analytics(rt)
     if "evaluate" in settings.roles:
         evaluate.register(rt)
