@@ -28,6 +28,7 @@ from nudgeflow.events.parse import EventError, EventLimits
 from nudgeflow.pipeline import metrics
 from nudgeflow.pipeline.observability.logs import log_decision
 from nudgeflow.pipeline.observability.pending import PendingTimers
+from nudgeflow.pipeline.producer import RecordSender
 from nudgeflow.tables import timeline
 from nudgeflow.tables import timers as timer_index
 from nudgeflow.tables import users as user_table
@@ -55,7 +56,8 @@ def _now_ms() -> int:
 class Evaluator:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.producer = rt.app.producer
+        self.sender = RecordSender(rt.app)
+        self.partition: int | None = None  # of the record being handled
         self.topics = rt.topics
         self.limits = _limits(rt)
         self.outbox = Outbox(self._send_trigger)
@@ -64,7 +66,7 @@ class Evaluator:
         self.users = rt.users_direct
 
     async def _send_trigger(self, key: bytes, record: bytes) -> Any:
-        return await self.producer.send(self.topics.triggers, key, record, None, None, None)
+        return await self.sender.send(self.topics.triggers, key, record, self.partition)
 
     async def handle_safely(self, message: Message) -> None:
         """Handle one record; never lose it and never die of it.
@@ -117,17 +119,16 @@ class Evaluator:
     async def _to_dlq(self, message: Message, error: EventError) -> None:
         """The original bytes to `<prefix>.events.dlq`, the reason in headers."""
         metrics.dead_letters.labels(topic="events.dlq").inc()
-        await self.producer.send(
+        await self.sender.send(
             self.topics.events_dlq,
             message.key,
             message.value,
-            None,
-            None,
-            ingest.dlq_headers(error, message.partition, message.offset),
+            headers=ingest.dlq_headers(error, message.partition, message.offset),
         )
 
     async def handle(self, message: Message) -> None:
         topic = message.topic
+        self.partition = message.partition  # the user's: see pipeline/producer.py
         if topic == self.topics.ticks:
             await self.fire_timers(message.partition)
         elif topic == self.topics.events_by_user:
@@ -149,13 +150,8 @@ class Evaluator:
         if isinstance(routed, ingest.Apply):
             await self.apply_event(routed.event, routed.user_key)
         elif isinstance(routed, ingest.Reroute):
-            await self.producer.send(
-                self.topics.events_by_user,
-                routed.user_key,
-                encode_event(routed.event),
-                None,
-                None,
-                None,
+            await self.sender.send(
+                self.topics.events_by_user, routed.user_key, encode_event(routed.event)
             )
         else:
             error = routed.error
@@ -249,12 +245,12 @@ class Evaluator:
                     action.detail = {**action.detail, "late": True, "lateness_s": lateness}
                     value = encode_action(action)
                 decisions.append(action)
-                await self.producer.send(self.topics.decisions, user_key, value, None, None, None)
+                await self.sender.send(self.topics.decisions, user_key, value, self.partition)
             elif isinstance(action, Conversion):
                 metrics.experiment_conversions.labels(
                     rule=action.rule, variant=action.variant, kind=action.kind
                 ).inc()
-                await self.producer.send(self.topics.conversions, user_key, value, None, None, None)
+                await self.sender.send(self.topics.conversions, user_key, value, self.partition)
         timeline.remember(state, decisions)
 
 

@@ -38,6 +38,7 @@ from faust import current_event
 from faust.types import TP
 
 from nudgeflow.pipeline import metrics
+from nudgeflow.pipeline.producer import RecordSender
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,10 @@ def _partition() -> int:
 class DirectTable:
     """A Faust table's reads and writes for the partition of the current event."""
 
-    def __init__(self, table: faust.Table, producer: Any | None = None) -> None:
+    def __init__(self, table: faust.Table, sender: RecordSender | None = None) -> None:
         self.table = table
         self.name = table.name
-        self._producer = producer  # faust ProducerT; the app's, when None
+        self._sender = sender or RecordSender(table.app)
         self._queue: list[tuple[int, bytes, bytes | None]] = []
         self._acked: dict[int, int] = {}  # partition -> newest acked changelog offset
         self._persisted_at = time.monotonic()
@@ -109,12 +110,11 @@ class DirectTable:
             self._maybe_persist()
             return
         async with self._flushing:
-            producer = self._producer or self.table.app.producer
             topic = self.table.changelog_topic.get_topic_name()
             queue, self._queue = self._queue, []
             for sent, (partition, key, value) in enumerate(queue):
                 try:
-                    future: Any = await producer.send(topic, key, value, partition, None, None)
+                    future = await self._sender.send(topic, key, value, partition)
                 except BaseException:
                     self._queue = queue[sent:] + self._queue
                     raise
