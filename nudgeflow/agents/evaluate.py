@@ -177,7 +177,8 @@ class Evaluator:
     async def fire_timers(self, partition: int) -> None:
         now = _now_ms()
         users = self.users
-        for deadline, user_key in timer_index.due(users, partition, now, FIRE_BATCH):
+        floors = self.rt.timer_floors
+        for deadline, user_key in timer_index.due(users, partition, now, FIRE_BATCH, floors):
             state = user_table.load(users, user_key)
             if state is None or state.indexed != deadline:
                 # Left over from a write that a crash cut short.
@@ -206,6 +207,8 @@ class Evaluator:
             user_table.save(users, user_key, state)
             return
         timer_index.add(users, user_key, want)
+        if want is not None:
+            self.rt.timer_floors.lower(self.partition, want)
         state.indexed = want
         user_table.save(users, user_key, state)
         if have != want:

@@ -21,6 +21,7 @@ from nudgeflow.pipeline.topics import TopicNames
 from nudgeflow.tables import timeline as timeline_table
 from nudgeflow.tables import users as users_table
 from nudgeflow.tables.direct import DirectTable
+from nudgeflow.tables.timer_floors import TimerFloors
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class Runtime:
     # shares one per table so each changelog partition gets the writes in order.
     users_direct: DirectTable | None = None
     timeline_direct: DirectTable | None = None
+    timer_floors: TimerFloors = field(default_factory=TimerFloors)  # tables/timer_floors.py
     analytics: Analytics | None = None  # global aggregates: pipeline/analytics.py
 
     @property
@@ -106,6 +108,7 @@ def create_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime
         timeline=timeline_table.define(app, settings.partitions),
     )
     rt.users_direct = DirectTable(rt.users)
+    rt.timer_floors.attach(app)
     rt.timeline_direct = DirectTable(rt.timeline) if rt.timeline is not None else None
     rt.analytics = Analytics(rt)
     if "evaluate" in settings.roles:
