@@ -43,6 +43,7 @@ from nudgeflow.engine.actions import Trigger, decode_trigger
 from nudgeflow.pipeline import metrics
 from nudgeflow.pipeline.observability.logs import log_delivery_failure
 from nudgeflow.pipeline.topics import TopicNames
+from nudgeflow.tables import options as table_options
 from nudgeflow.tables import timeline as timeline_table
 from nudgeflow.tables.schema import RAW_TABLE, RAW_TOPIC
 
@@ -98,6 +99,7 @@ class Deliverer:
             default=None,
             **RAW_TABLE,
             partitions=partitions,
+            options=table_options.small(),
             help="trigger_id|destination -> delivered/retrying/dead (webhook dedupe)",
         )
         self.max_in_flight = max_in_flight

@@ -24,6 +24,7 @@ import msgspec
 from nudgeflow.delivery.records import DeliveryAttempt
 from nudgeflow.engine.actions import Decision
 from nudgeflow.engine.state import UserState
+from nudgeflow.tables import options
 from nudgeflow.tables.schema import RAW_TABLE, TableView
 
 NAME = "timeline"
@@ -82,6 +83,7 @@ def define(app: faust.App, partitions: int) -> faust.Table:
         default=None,
         **RAW_TABLE,
         partitions=partitions,
+        options=options.small(),
         help="Per-user audit timeline (last decisions and delivery attempts)",
     )
     return cast(faust.Table, table)

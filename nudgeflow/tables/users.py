@@ -12,6 +12,7 @@ from typing import cast
 import faust
 
 from nudgeflow.engine.state import UserState, decode_state, encode_state
+from nudgeflow.tables import options
 from nudgeflow.tables.schema import RAW_TABLE, TableView
 
 
@@ -21,6 +22,7 @@ def define(app: faust.App, partitions: int) -> faust.Table:
         default=None,
         **RAW_TABLE,
         partitions=partitions,
+        options=options.users(),
         help="Per-user state (profile, cart, history, armed rules) and the timer index",
     )
     return cast(faust.Table, table)
