@@ -6,7 +6,7 @@ Faust opens one RocksDB per table per partition (users, timeline, delivered:
 cache. Those are ceilings, not allocations, but they are what a long-running
 worker grows towards: memtables fill with every write, and the block cache
 keeps every block read until it reaches 2 GB. Twelve such DBs can reach ~26 GB;
-the bound below is ~0.35 GB for all twelve (see `ceiling_mb`).
+the bound below is ~0.25 GB for all twelve (see `ceiling_mb`).
 
 Faust builds a new `rocksdict.Cache` for each DB it opens (`RocksDBOptions.as_options`)
 and passes unknown keys to python-rocksdb only, so a block cache shared by all
@@ -40,7 +40,10 @@ TARGET_FILE_SIZE_BASE = 32 * MB
 # reads its user's state and every timer tick scans the front of the index, so it gets
 # the larger cache; a miss is a read from the OS page cache plus decompression (tens of
 # µs), so a cache smaller than the data costs little. Faust's default: 2 GB per DB.
-USERS_BLOCK_CACHE_SIZE = 32 * MB
+# 8 MB, not more: with 100,000 users (~150 MB of state) a 32 MB cache per partition kept
+# filling for the whole 10-minute soak (RSS +100 MB after warm-up, reliability.md); the
+# hot front of the index and the recently active users fit in 8 MB.
+USERS_BLOCK_CACHE_SIZE = 8 * MB
 SMALL_BLOCK_CACHE_SIZE = 4 * MB  # timeline (delivery attempts), delivered (webhook dedupe)
 
 # Bloom filter bits per key: 10 gives ~1% false positives (Faust's 3: ~14%). Every
