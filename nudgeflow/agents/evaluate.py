@@ -62,7 +62,6 @@ class Evaluator:
         self.limits = _limits(rt)
         self.outbox = Outbox(self._send_trigger)
         self.pending = PendingTimers.attach(rt)  # nudgeflow_timers_pending
-        assert rt.users_direct is not None
         self.users = rt.users_direct
 
     async def _send_trigger(self, key: bytes, record: bytes) -> Any:

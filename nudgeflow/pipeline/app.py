@@ -38,11 +38,11 @@ class Runtime:
     topics: TopicNames
     engine: Engine
     users: faust.Table
-    tick_book: TickBook = field(default_factory=TickBook)
-    timeline: faust.Table | None = None  # per-user audit: tables/timeline.py
     # The agents' write path to `users` and `timeline` (tables/direct.py): every writer
     # shares one per table so each changelog partition gets the writes in order.
-    users_direct: DirectTable | None = None
+    users_direct: DirectTable
+    tick_book: TickBook = field(default_factory=TickBook)
+    timeline: faust.Table | None = None  # per-user audit: tables/timeline.py
     timeline_direct: DirectTable | None = None
     timer_floors: TimerFloors = field(default_factory=TimerFloors)  # tables/timer_floors.py
     analytics: Analytics | None = None  # global aggregates: pipeline/analytics.py
@@ -98,18 +98,20 @@ def create_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime
 
     app = create_app(settings)
     app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
+    users = users_table.define(app, settings.partitions)
+    timeline = timeline_table.define(app, settings.partitions)
     rt = Runtime(
         app=app,
         settings=settings,
         config=config,
         topics=TopicNames(settings.topic_prefix),
         engine=build_engine(config, secret=engine_secret()),
-        users=users_table.define(app, settings.partitions),
-        timeline=timeline_table.define(app, settings.partitions),
+        users=users,
+        users_direct=DirectTable(users),
+        timeline=timeline,
+        timeline_direct=DirectTable(timeline),
     )
-    rt.users_direct = DirectTable(rt.users)
     rt.timer_floors.attach(app)
-    rt.timeline_direct = DirectTable(rt.timeline) if rt.timeline is not None else None
     rt.analytics = Analytics(rt)
     if "evaluate" in settings.roles:
         evaluate.register(rt)
