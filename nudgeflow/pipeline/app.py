@@ -20,6 +20,8 @@ from nudgeflow.pipeline.settings import WorkerSettings
 from nudgeflow.pipeline.topics import TopicNames
 from nudgeflow.tables import timeline as timeline_table
 from nudgeflow.tables import users as users_table
+from nudgeflow.tables.direct import DirectTable
+from nudgeflow.tables.timer_floors import TimerFloors
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,13 @@ class Runtime:
     topics: TopicNames
     engine: Engine
     users: faust.Table
+    # The agents' write path to `users` and `timeline` (tables/direct.py): every writer
+    # shares one per table so each changelog partition gets the writes in order.
+    users_direct: DirectTable
     tick_book: TickBook = field(default_factory=TickBook)
     timeline: faust.Table | None = None  # per-user audit: tables/timeline.py
+    timeline_direct: DirectTable | None = None
+    timer_floors: TimerFloors = field(default_factory=TimerFloors)  # tables/timer_floors.py
     analytics: Analytics | None = None  # global aggregates: pipeline/analytics.py
 
     @property
@@ -91,15 +98,20 @@ def create_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime
 
     app = create_app(settings)
     app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
+    users = users_table.define(app, settings.partitions)
+    timeline = timeline_table.define(app, settings.partitions)
     rt = Runtime(
         app=app,
         settings=settings,
         config=config,
         topics=TopicNames(settings.topic_prefix),
         engine=build_engine(config, secret=engine_secret()),
-        users=users_table.define(app, settings.partitions),
-        timeline=timeline_table.define(app, settings.partitions),
+        users=users,
+        users_direct=DirectTable(users),
+        timeline=timeline,
+        timeline_direct=DirectTable(timeline),
     )
+    rt.timer_floors.attach(app)
     rt.analytics = Analytics(rt)
     if "evaluate" in settings.roles:
         evaluate.register(rt)

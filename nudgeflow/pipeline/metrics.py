@@ -178,6 +178,13 @@ consumer_lag = SampledGauge(
     ["topic", "partition"],
     registry=REGISTRY,
 )
+rocksdb_memory = SampledGauge(
+    "nudgeflow_rocksdb_memory_bytes",
+    "RocksDB memory of this worker's open table partitions: memtables, block cache, "
+    "table readers (index and filter blocks)",
+    ["table", "kind"],
+    registry=REGISTRY,
+)
 
 # -- Faust's own sensors (observability/sensors.py feeds these), in seconds ---------
 
