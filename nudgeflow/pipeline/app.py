@@ -14,6 +14,7 @@ import faust
 
 from nudgeflow.agents.timers import TickBook
 from nudgeflow.engine.core import Engine, build_engine
+from nudgeflow.pipeline import consumer
 from nudgeflow.pipeline.analytics import Analytics
 from nudgeflow.pipeline.config import NudgeflowConfig
 from nudgeflow.pipeline.settings import WorkerSettings
@@ -62,7 +63,7 @@ def engine_secret() -> bytes:
 
 
 def create_app(settings: WorkerSettings) -> faust.App:
-    return faust.App(
+    return consumer.App(
         settings.group_id,
         broker=[f"kafka://{b.strip()}" for b in settings.broker.split(",")],
         store="rocksdb://",

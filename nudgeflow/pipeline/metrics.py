@@ -151,6 +151,12 @@ delivery_attempt_duration = Histogram(
 delivery_retries = Counter(
     "nudgeflow_delivery_retries", "Retries scheduled", ["destination"], registry=REGISTRY
 )
+consumer_rewinds = Counter(
+    "nudgeflow_consumer_rewinds",
+    "Times a source partition's fetch jumped ahead and was read again (pipeline/consumer.py)",
+    ["topic"],
+    registry=REGISTRY,
+)
 dead_letters = Counter(
     "nudgeflow_dead_letters", "Records sent to a dead-letter topic", ["topic"], registry=REGISTRY
 )

@@ -20,9 +20,8 @@ Why that is safe:
 * Recovery: the persisted offset is the last acked record, as with Faust's
   own writes. It must not lag: a replay from an older offset re-applies old
   values over keys the local DB has newer writes for, but not over keys it
-  does not touch, and can leave a state naming a timer-index entry whose
-  (local) removal survived the replay while its addition was not replayed:
-  a kill -9 test lost 19 of 6,000 timers that way with a 1 s lag.
+  does not touch, and could leave a state naming a timer-index entry whose
+  (local) removal survived the replay while its addition was not replayed.
 
 Every writer of a table must use this path (or none): mixing it with Faust's
 buffered path could reorder one key's changelog records.
@@ -104,9 +103,13 @@ class DirectTable:
         On a Kafka error the unsent rest stays queued (in order) and the error
         propagates; the caller retries `flush()`.
         """
-        if not self._queue:
+        if not self._queue and not self._flushing.locked():
             return
+        # Under the lock even when empty: another flush may still be sending records
+        # queued before this caller's, and returning early would ack them unsent.
         async with self._flushing:
+            if not self._queue:
+                return
             topic = self.table.changelog_topic.get_topic_name()
             queue, self._queue = self._queue, []
             for sent, (partition, key, value) in enumerate(queue):
