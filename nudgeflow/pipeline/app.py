@@ -14,7 +14,7 @@ import faust
 
 from nudgeflow.agents.timers import TickBook
 from nudgeflow.engine.core import Engine, build_engine
-from nudgeflow.pipeline import consumer
+from nudgeflow.pipeline import consumer, malloc
 from nudgeflow.pipeline.analytics import Analytics
 from nudgeflow.pipeline.config import NudgeflowConfig
 from nudgeflow.pipeline.settings import WorkerSettings
@@ -113,6 +113,7 @@ def create_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime
         timeline_direct=DirectTable(timeline),
     )
     rt.timer_floors.attach(app)
+    malloc.install(app)
     rt.analytics = Analytics(rt)
     if "evaluate" in settings.roles:
         evaluate.register(rt)

@@ -151,6 +151,12 @@ delivery_attempt_duration = Histogram(
 delivery_retries = Counter(
     "nudgeflow_delivery_retries", "Retries scheduled", ["destination"], registry=REGISTRY
 )
+malloc_trim_seconds = Histogram(
+    "nudgeflow_malloc_trim_seconds",
+    "Time the worker's periodic malloc_trim held the event loop (pipeline/malloc.py)",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    registry=REGISTRY,
+)
 consumer_rewinds = Counter(
     "nudgeflow_consumer_rewinds",
     "Times a source partition's fetch jumped ahead and was read again (pipeline/consumer.py)",
