@@ -5,9 +5,9 @@ treats any jump in a partition's offsets as a *gap*: records a compacted topic
 or a transaction marker removed. It marks the missing offsets as acknowledged,
 so the next commit passes over them. After a restart the jump is not a gap:
 right after recovery seeks the partitions to their committed offsets, the
-first records handed out skip ahead (the committed one, then 8 to 37 offsets
-further on every restart of the kill -9 fault test, likely the rest of a batch
-fetched around the seek). Those records are then committed without ever
+first records handed out often skip ahead (the committed one, then 8 to 37
+offsets further on, after most restarts of the kill -9 fault test; likely the
+rest of a batch fetched around the seek). Those records are then committed without ever
 reaching an agent. When the killed worker had processed them but its outputs
 were not yet in Kafka, their triggers were lost: 19 to 48 of 6,000 in
 tests/faults/test_worker_crash.py, and tests/integration/pipeline/
