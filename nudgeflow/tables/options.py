@@ -6,7 +6,7 @@ Faust opens one RocksDB per table per partition (users, timeline, delivered:
 cache. Those are ceilings, not allocations, but they are what a long-running
 worker grows towards: memtables fill with every write, and the block cache
 keeps every block read until it reaches 2 GB. Twelve such DBs can reach ~26 GB;
-the bound below is ~0.25 GB for all twelve (see `ceiling_mb`).
+the bound below is ~0.13 GB for all twelve (see `ceiling_mb`).
 
 Faust builds a new `rocksdict.Cache` for each DB it opens (`RocksDBOptions.as_options`)
 and passes unknown keys to python-rocksdb only, so a block cache shared by all
@@ -21,7 +21,7 @@ from typing import Any
 
 MB = 1024 * 1024
 
-# Memtable size. Writes land here first and are flushed to an SST file when it is full;
+# Memtable size, users table. Writes land here first and go to an SST file when full;
 # 8 MB still takes ~25,000 user states per flush (states are ~300 bytes), so flushes
 # stay rare at the worker's write rate, and restoring 1M users from the changelog writes
 # ~40 SST files per partition instead of ~5. Faust's default: 64 MB.
@@ -44,7 +44,15 @@ TARGET_FILE_SIZE_BASE = 32 * MB
 # filling for the whole 10-minute soak (RSS +100 MB after warm-up, reliability.md); the
 # hot front of the index and the recently active users fit in 8 MB.
 USERS_BLOCK_CACHE_SIZE = 8 * MB
-SMALL_BLOCK_CACHE_SIZE = 4 * MB  # timeline (delivery attempts), delivered (webhook dedupe)
+
+# The timeline (delivery attempts) and `delivered` (webhook dedupe) tables take a few
+# hundred bytes per webhook: at 60 webhooks/s an 8 MB memtable per partition took ~45
+# minutes to fill, so their memtables grew through the whole 10-minute soak (RocksDB's
+# memory between flushes rose 20 -> 54 MB, reliability.md). 1 MB bounds that at 8 MB for
+# all eight DBs. Their reads are a `delivered` lookup per trigger, which the bloom filter
+# answers for new ids, so a small cache loses little.
+SMALL_WRITE_BUFFER_SIZE = 1 * MB
+SMALL_BLOCK_CACHE_SIZE = 2 * MB
 
 # Bloom filter bits per key: 10 gives ~1% false positives (Faust's 3: ~14%). Every
 # first event of a new user, and every new trigger id in `delivered`, looks up a key that
@@ -55,9 +63,9 @@ BLOOM_FILTER_BITS = 10
 # Note: `block_cache_compressed_size` is not set: Faust ignores it with rocksdict.
 
 
-def _options(block_cache_size: int) -> dict[str, Any]:
+def _options(block_cache_size: int, write_buffer_size: int) -> dict[str, Any]:
     return {
-        "write_buffer_size": WRITE_BUFFER_SIZE,
+        "write_buffer_size": write_buffer_size,
         "max_write_buffer_number": MAX_WRITE_BUFFER_NUMBER,
         "target_file_size_base": TARGET_FILE_SIZE_BASE,
         "block_cache_size": block_cache_size,
@@ -67,12 +75,12 @@ def _options(block_cache_size: int) -> dict[str, Any]:
 
 def users() -> dict[str, Any]:
     """For the user state table (tables/users.py): state and timer index."""
-    return _options(USERS_BLOCK_CACHE_SIZE)
+    return _options(USERS_BLOCK_CACHE_SIZE, WRITE_BUFFER_SIZE)
 
 
 def small() -> dict[str, Any]:
     """For the per-user timeline and the deliver agent's `delivered` table."""
-    return _options(SMALL_BLOCK_CACHE_SIZE)
+    return _options(SMALL_BLOCK_CACHE_SIZE, SMALL_WRITE_BUFFER_SIZE)
 
 
 def ceiling_mb(options: dict[str, Any], partitions: int) -> float:
