@@ -6,7 +6,7 @@ Faust opens one RocksDB per table per partition (users, timeline, delivered:
 cache. Those are ceilings, not allocations, but they are what a long-running
 worker grows towards: memtables fill with every write, and the block cache
 keeps every block read until it reaches 2 GB. Twelve such DBs can reach ~26 GB;
-the bound below is ~0.13 GB for all twelve (see `ceiling_mb`).
+the bound below is ~0.11 GB for all twelve (see `ceiling_mb`).
 
 Faust builds a new `rocksdict.Cache` for each DB it opens (`RocksDBOptions.as_options`)
 and passes unknown keys to python-rocksdb only, so a block cache shared by all
@@ -40,10 +40,12 @@ TARGET_FILE_SIZE_BASE = 32 * MB
 # reads its user's state and every timer tick scans the front of the index, so it gets
 # the larger cache; a miss is a read from the OS page cache plus decompression (tens of
 # µs), so a cache smaller than the data costs little. Faust's default: 2 GB per DB.
-# 8 MB, not more: with 100,000 users (~150 MB of state) a 32 MB cache per partition kept
-# filling for the whole 10-minute soak (RSS +100 MB after warm-up, reliability.md); the
-# hot front of the index and the recently active users fit in 8 MB.
-USERS_BLOCK_CACHE_SIZE = 8 * MB
+# 4 MB, not more: a cache fills with the blocks of every SST file compaction rewrites, not
+# only with the working set, so it reaches its bound however small the data. In the
+# 10-minute soak over 100,000 users, 32 MB per partition kept filling to the end (RSS +100
+# MB after warm-up); 8 MB filled for 7.5 minutes (11.8 -> 31.9 MB for four partitions,
+# reliability.md). The hot front of the index and the recently active users fit in 4 MB.
+USERS_BLOCK_CACHE_SIZE = 4 * MB
 
 # The timeline (delivery attempts) and `delivered` (webhook dedupe) tables take a few
 # hundred bytes per webhook: at 60 webhooks/s an 8 MB memtable per partition took ~45

@@ -38,5 +38,5 @@ def test_three_tables_of_four_partitions_stay_far_below_fausts_defaults() -> Non
         "block_cache_size": faust_rocksdb.DEFAULT_BLOCK_CACHE_SIZE,
     }
 
-    assert ours == 4 * (16 + 8) + 8 * (2 + 2)  # 128 MB
+    assert ours == 4 * (16 + 4) + 8 * (2 + 2)  # 112 MB
     assert options.ceiling_mb(defaults, 12) > 25_000
