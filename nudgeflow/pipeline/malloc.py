@@ -18,7 +18,6 @@ back to the kernel. Not glibc (musl, macOS): nothing to do, and nothing done.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import time
 from typing import Any
@@ -33,10 +32,9 @@ TRIM_EVERY_S = 30.0
 
 
 def _libc() -> Any | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    libc = ctypes.CDLL(name)
+    """The process's own symbols (libc among them): no `find_library`, which runs
+    ldconfig in a subprocess, on every import of the app factory."""
+    libc = ctypes.CDLL(None)
     return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
 
 
