@@ -31,6 +31,7 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.kafka import consume_all, produce
 from tests.fixtures.receivers import Receiver
@@ -200,9 +201,6 @@ class Samples:
     rocksdb_parts: list[dict[str, float]] = field(default_factory=list)  # "table/kind" -> MB
 
 
-_LABEL = re.compile(r'(\w+)="([^"]*)"')
-
-
 async def rocksdb_parts(url: str) -> dict[str, float]:
     """The worker's own account of RocksDB memory (nudgeflow_rocksdb_memory_bytes), in MB
     per "table/kind" (kind: memtables, block_cache, table_readers)."""
@@ -210,14 +208,11 @@ async def rocksdb_parts(url: str) -> dict[str, float]:
         params = {"name[]": "nudgeflow_rocksdb_memory_bytes"}
         async with session.get(url + "/metrics", params=params) as resp:
             text = await resp.text()
-    parts: dict[str, float] = {}
-    for line in text.splitlines():
-        if line[:1] == "#" or not line.strip():
-            continue
-        series, value = line.rsplit(" ", 1)
-        labels = dict(_LABEL.findall(series))
-        parts[f"{labels.get('table')}/{labels.get('kind')}"] = round(float(value) / 2**20, 1)
-    return parts
+    return {
+        f"{s.labels['table']}/{s.labels['kind']}": round(s.value / 2**20, 1)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 async def sample(worker: WorkerProcess, samples: Samples, every_s: float, stop: asyncio.Event):
