@@ -43,6 +43,7 @@ from nudgeflow.engine.actions import Trigger, decode_trigger
 from nudgeflow.pipeline import metrics
 from nudgeflow.pipeline.observability.logs import log_delivery_failure
 from nudgeflow.pipeline.topics import TopicNames
+from nudgeflow.tables import options as table_options
 from nudgeflow.tables import timeline as timeline_table
 from nudgeflow.tables.schema import RAW_TABLE, RAW_TOPIC
 
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from faust.types import EventT, StreamT
 
     from nudgeflow.pipeline.app import Runtime
+    from nudgeflow.tables.direct import DirectTable
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +99,11 @@ class Deliverer:
             default=None,
             **RAW_TABLE,
             partitions=partitions,
+            options=table_options.small(),
             help="trigger_id|destination -> delivered/retrying/dead (webhook dedupe)",
         )
         self.max_in_flight = max_in_flight
-        self.timeline: faust.Table | None = None  # per-user audit (tables/timeline.py), if set
+        self.timeline: DirectTable | None = None  # per-user audit (tables/timeline.py), if set
         self._slots: asyncio.Semaphore | None = None
         self._inflight: set[bytes] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -250,6 +253,7 @@ class Deliverer:
         await self._send(self.topics.deliveries, user_key, encode_attempt(record), None)
         if self.timeline is not None:  # the task runs in the trigger's event context
             timeline_table.record_delivery(self.timeline, user_key, record)
+            await self.timeline.flush()
 
     async def _schedule_retry(
         self, raw: bytes, user_key: bytes, name: str, step: Step, first_attempt_ms: int
@@ -363,5 +367,5 @@ def install(
 def register(rt: Runtime) -> Deliverer:
     """Called by the app factory: destinations and policy come from nudgeflow.yaml."""
     d = install(rt.app, rt.topics, rt.config.destinations, rt.config.delivery, rt.partitions)
-    d.timeline = rt.timeline
+    d.timeline = rt.timeline_direct
     return d

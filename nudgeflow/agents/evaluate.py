@@ -28,6 +28,7 @@ from nudgeflow.events.parse import EventError, EventLimits
 from nudgeflow.pipeline import metrics
 from nudgeflow.pipeline.observability.logs import log_decision
 from nudgeflow.pipeline.observability.pending import PendingTimers
+from nudgeflow.pipeline.producer import RecordSender
 from nudgeflow.tables import timeline
 from nudgeflow.tables import timers as timer_index
 from nudgeflow.tables import users as user_table
@@ -55,14 +56,16 @@ def _now_ms() -> int:
 class Evaluator:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.producer = rt.app.producer
+        self.sender = RecordSender(rt.app)
+        self.partition: int | None = None  # of the record being handled
         self.topics = rt.topics
         self.limits = _limits(rt)
         self.outbox = Outbox(self._send_trigger)
         self.pending = PendingTimers.attach(rt)  # nudgeflow_timers_pending
+        self.users = rt.users_direct
 
     async def _send_trigger(self, key: bytes, record: bytes) -> Any:
-        return await self.producer.send(self.topics.triggers, key, record, None, None, None)
+        return await self.sender.send(self.topics.triggers, key, record, self.partition)
 
     async def handle_safely(self, message: Message) -> None:
         """Handle one record; never lose it and never die of it.
@@ -70,12 +73,17 @@ class Evaluator:
         Kafka being unreachable is retried (same record, the engine is deterministic and the
         state is written last, so a retry can only repeat trigger ids, never lose one);
         any other failure is a bug or a poison record: it goes to the events DLQ with the
-        reason, and the partition moves on.
+        reason, and the partition moves on. Either way the table writes it made go to their
+        changelogs (tables/direct.py) before the next record is taken.
         """
         delay = 0.5
+        handled = False
         while True:
             try:
-                await self.handle(message)
+                if not handled:
+                    await self.handle(message)
+                    handled = True
+                await self.users.flush()
                 return
             except _KAFKA_ERRORS as exc:
                 log.warning(
@@ -95,8 +103,10 @@ class Evaluator:
                     message.partition,
                     message.offset,
                 )
+                if handled:  # the changelog flush: the next record's flush tries again
+                    return
                 await self._dead_letter(message, exc)
-                return
+                handled = True  # what it wrote locally still goes to the changelog
 
     async def _dead_letter(self, message: Message, exc: Exception) -> None:
         if message.topic == self.topics.ticks:
@@ -108,17 +118,16 @@ class Evaluator:
     async def _to_dlq(self, message: Message, error: EventError) -> None:
         """The original bytes to `<prefix>.events.dlq`, the reason in headers."""
         metrics.dead_letters.labels(topic="events.dlq").inc()
-        await self.producer.send(
+        await self.sender.send(
             self.topics.events_dlq,
             message.key,
             message.value,
-            None,
-            None,
-            ingest.dlq_headers(error, message.partition, message.offset),
+            headers=ingest.dlq_headers(error, message.partition, message.offset),
         )
 
     async def handle(self, message: Message) -> None:
         topic = message.topic
+        self.partition = message.partition  # the user's: see pipeline/producer.py
         if topic == self.topics.ticks:
             await self.fire_timers(message.partition)
         elif topic == self.topics.events_by_user:
@@ -140,13 +149,8 @@ class Evaluator:
         if isinstance(routed, ingest.Apply):
             await self.apply_event(routed.event, routed.user_key)
         elif isinstance(routed, ingest.Reroute):
-            await self.producer.send(
-                self.topics.events_by_user,
-                routed.user_key,
-                encode_event(routed.event),
-                None,
-                None,
-                None,
+            await self.sender.send(
+                self.topics.events_by_user, routed.user_key, encode_event(routed.event)
             )
         else:
             error = routed.error
@@ -157,7 +161,7 @@ class Evaluator:
     async def apply_event(self, event: Event, user_key: bytes) -> None:
         started = time.perf_counter()
         now = _now_ms()
-        state = user_table.load(self.rt.users, user_key)
+        state = user_table.load(self.users, user_key)
         settled = state is not None and await self.outbox.settle(state, user_key, now)
         step = self.rt.engine.apply(state, event, now)
         if step.duplicate:
@@ -171,8 +175,9 @@ class Evaluator:
 
     async def fire_timers(self, partition: int) -> None:
         now = _now_ms()
-        users = self.rt.users
-        for deadline, user_key in timer_index.due(users, partition, now, FIRE_BATCH):
+        users = self.users
+        floors = self.rt.timer_floors
+        for deadline, user_key in timer_index.due(users, partition, now, FIRE_BATCH, floors):
             state = user_table.load(users, user_key)
             if state is None or state.indexed != deadline:
                 # Left over from a write that a crash cut short.
@@ -193,7 +198,7 @@ class Evaluator:
         `consumed`: the user's entry just came due and must be re-filed or dropped.
         Order: new entry, then the state naming it, then the old entry's removal.
         """
-        users = self.rt.users
+        users = self.users
         have = state.indexed
         want = state.next_deadline()
         keep = have is not None and not consumed and want is not None and want >= have
@@ -201,6 +206,8 @@ class Evaluator:
             user_table.save(users, user_key, state)
             return
         timer_index.add(users, user_key, want)
+        if want is not None:
+            self.rt.timer_floors.lower(self.partition, want)
         state.indexed = want
         user_table.save(users, user_key, state)
         if have != want:
@@ -240,14 +247,13 @@ class Evaluator:
                     action.detail = {**action.detail, "late": True, "lateness_s": lateness}
                     value = encode_action(action)
                 decisions.append(action)
-                await self.producer.send(self.topics.decisions, user_key, value, None, None, None)
+                await self.sender.send(self.topics.decisions, user_key, value, self.partition)
             elif isinstance(action, Conversion):
                 metrics.experiment_conversions.labels(
                     rule=action.rule, variant=action.variant, kind=action.kind
                 ).inc()
-                await self.producer.send(self.topics.conversions, user_key, value, None, None, None)
-        if decisions and self.rt.timeline is not None:
-            timeline.record_decisions(self.rt.timeline, user_key, decisions)
+                await self.sender.send(self.topics.conversions, user_key, value, self.partition)
+        timeline.remember(state, decisions)
 
 
 def _unaudited(action: Action) -> bool:

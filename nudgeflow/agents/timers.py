@@ -57,7 +57,7 @@ async def send_due_ticks(rt: Runtime) -> int:
     sent = 0
     partitions = owned_partitions(rt)
     for p in partitions:
-        first = timer_index.earliest(rt.users, p)
+        first = timer_index.earliest(rt.users, p, rt.timer_floors)
         if first is None or first > now_ms or not rt.tick_book.should_send(p, now):
             continue
         await rt.app.producer.send(

@@ -60,6 +60,10 @@ def _broker(address: str | None) -> Iterator[str]:
               help="timers: timers falling due during a live lateness run")  # fmt: skip
 @click.option("--users", type=click.IntRange(1), default=1_000_000, show_default=True,
               help="memory/recovery: users with state")  # fmt: skip
+@click.option("--load", type=click.Choice(["seed", "events"]), default="seed", show_default=True,
+              help="memory/recovery/live timers: how users' state gets into the worker: "
+              "seed = write its changelog records (fast), events = one event per user applied "
+              "by the worker (~800/s)")  # fmt: skip
 @click.option("--backtest-events", type=click.IntRange(1), default=1_000_000, show_default=True)
 @click.option("--profile", "profile_dir", type=click.Path(path_type=Path), default=None,
               help="throughput: write a 10 s py-spy profile of the worker here")  # fmt: skip
@@ -78,6 +82,7 @@ def command(
     live_timers: str,
     timers_fire: int,
     users: int,
+    load: str,
     backtest_events: int,
     profile_dir: Path | None,
     keep: bool,
@@ -102,7 +107,7 @@ def command(
     if live:
         with _broker(broker) as bootstrap:
             session = BenchSession(
-                bootstrap, partitions=partitions, keep=keep, profile_dir=profile_dir
+                bootstrap, partitions=partitions, keep=keep, profile_dir=profile_dir, load=load
             )
             try:
                 for name in live:

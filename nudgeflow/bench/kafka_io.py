@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -17,14 +18,23 @@ from nudgeflow.pipeline.provision import topic_names
 from nudgeflow.pipeline.topics import TopicNames
 
 _IN_FLIGHT = 20_000  # sends awaited in chunks: bounded memory, batches stay full
+_IN_FLIGHT_BATCHES = 64
 
 
-async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
+async def create_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int,
+    topic_configs: Mapping[str, str] | None = None,
+) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+        configs = dict(topic_configs or {})
+        wanted = [
+            NewTopic(n, partitions, 1, topic_configs=configs) for n in names if n not in existing
+        ]
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
                 await admin.create_topics(wanted)
@@ -47,6 +57,23 @@ def bulk_producer(bootstrap: str) -> AIOKafkaProducer:
     )
 
 
+class _Acks:
+    """Send futures awaited in chunks: bounded memory while batches stay full."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.pending: list[asyncio.Future[object]] = []
+
+    async def add(self, future: asyncio.Future[object]) -> None:
+        self.pending.append(future)
+        if len(self.pending) >= self.limit:
+            await self.wait()
+
+    async def wait(self) -> None:
+        await asyncio.gather(*self.pending)
+        self.pending.clear()
+
+
 async def produce_bulk(bootstrap: str, topic: str, records: Iterable[Keyed]) -> int:
     """Produce keyed records (default partitioner: murmur2 of the key, like Java) and wait
     for every acknowledgement; returns the count."""
@@ -54,14 +81,39 @@ async def produce_bulk(bootstrap: str, topic: str, records: Iterable[Keyed]) -> 
     await producer.start()
     sent = 0
     try:
-        pending: list[asyncio.Future[object]] = []
+        acks = _Acks(_IN_FLIGHT)
         for key, value in records:
-            pending.append(await producer.send(topic, value, key=key))
+            await acks.add(await producer.send(topic, value, key=key))
             sent += 1
-            if len(pending) >= _IN_FLIGHT:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
+        await acks.wait()
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def produce_batched(
+    bootstrap: str, topic: str, records: Iterable[tuple[int, bytes, bytes]]
+) -> int:
+    """Produce (partition, key, value) records, in order per partition, in full batches
+    built here (no per-record future: ~10x cheaper than `send` for millions of records);
+    waits for every acknowledgement, returns the count."""
+    producer = bulk_producer(bootstrap)
+    await producer.start()
+    sent = 0
+    try:
+        acks = _Acks(_IN_FLIGHT_BATCHES)
+        batches: dict[int, Any] = {}  # partition -> open aiokafka BatchBuilder
+        for partition, key, value in records:
+            batch = batches.get(partition)
+            if batch is None or batch.append(key=key, value=value, timestamp=None) is None:
+                if batch is not None:  # full: send it, start the next
+                    await acks.add(await producer.send_batch(batch, topic, partition=partition))
+                batch = batches[partition] = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+            sent += 1
+        for partition, batch in batches.items():
+            await acks.add(await producer.send_batch(batch, topic, partition=partition))
+        await acks.wait()
     finally:
         await producer.stop()
     return sent

@@ -11,6 +11,15 @@ from pathlib import Path
 from nudgeflow.bench.worker_proc import BenchWorker
 
 
+@dataclass(frozen=True)
+class LoadedWorker:
+    """A worker holding N users' state (bench/state.py), and what loading it took."""
+
+    worker: BenchWorker
+    ready_s: float  # from its start to /ready (with `seed`: the whole changelog restore)
+    rss_ready_mb: float  # RSS when it first answered /ready
+
+
 @dataclass
 class BenchSession:
     bootstrap: str
@@ -20,7 +29,8 @@ class BenchSession:
     profile_dir: Path | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     workers: list[BenchWorker] = field(default_factory=list)
-    loaded: dict[int, BenchWorker] = field(default_factory=dict)  # users -> worker with state
+    load: str = "seed"  # how state scenarios load users: "seed" (changelog) or "events"
+    loaded: dict[int, LoadedWorker] = field(default_factory=dict)  # users -> worker with state
 
     @property
     def log_dir(self) -> Path:

@@ -9,8 +9,9 @@ Two figures per pending size, measured differently (docs/performance.md says whi
   cost of the index at size N.
 * `lateness_p50_s` / `lateness_p99_s`: a live worker holding N pending timers while
   `fire` more fall due over 10 s; lateness = the trigger record's Kafka timestamp
-  minus its deadline. Only for the sizes in `live` (loading N timers live takes
-  N / throughput seconds).
+  minus its deadline. Only for the sizes in `live`. The N pending timers are seeded
+  into the users changelog (bench/seed.py) and restored by the worker at start, or,
+  with `--load events`, armed by N events the worker applies (N / throughput seconds).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from rocksdict import Options, Rdict, WriteBatch
 
-from nudgeflow.bench import configs
+from nudgeflow.bench import configs, seed
 from nudgeflow.bench.kafka_io import Received, produce_bulk, provision, read_topic
 from nudgeflow.bench.results import Figure, Result, percentile, rounded
 from nudgeflow.bench.session import BenchSession
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 DUE = 1000
 FIRE_SPREAD_MS = 10_000
 DELAY_MS = configs.TIMER_DELAY_S * 1000
+# Events/s assumed for placing the first deadline after a seeded load (no rate measured):
+# half what the worker applies on this machine, so every arming event is in before it.
+SEEDED_RATE = 400.0
 
 
 class _Store:
@@ -136,19 +140,28 @@ async def live_lateness(session: BenchSession, pending: int, fire: int) -> list[
     bootstrap = session.bootstrap
     await provision(bootstrap, prefix, session.partitions)
     config = configs.write_config(session.workdir, "timers", configs.timers_config())
-    worker = session.worker(config, prefix, roles=("evaluate",)).start()
-    await asyncio.to_thread(worker.wait_ready)
     began = time.monotonic()
     now = int(time.time() * 1000)
-    await produce_bulk(
-        bootstrap, f"{prefix}.events", arm_events(range(pending), "arm", now, prefix="p")
-    )
-    timeout = 300 + pending / 20
-    await asyncio.to_thread(
-        wait_for_metric, worker, "nudgeflow_events_applied_total", pending, timeout
-    )
-    rate = pending / max(0.1, time.monotonic() - began)
-    log.info("timers: %d pending loaded at %.0f events/s", pending, rate)
+    if session.load == "seed":  # the worker restores the pending timers at start
+        engine = build_engine(load_config(config), secret=b"bench")
+        arming = seed.first_events(pending, now, type_="arm", prefix="p")
+        await seed.seed_users(bootstrap, prefix, engine, arming, now, session.partitions)
+    worker = session.worker(config, prefix, roles=("evaluate",)).start()
+    await asyncio.to_thread(worker.wait_ready, 600 + pending / 1000)
+    if session.load == "seed":
+        await asyncio.to_thread(wait_for_metric, worker, "nudgeflow_timers_pending", pending, 300)
+        rate = SEEDED_RATE
+    else:
+        await produce_bulk(
+            bootstrap, f"{prefix}.events", arm_events(range(pending), "arm", now, prefix="p")
+        )
+        timeout = 300 + pending / 20
+        await asyncio.to_thread(
+            wait_for_metric, worker, "nudgeflow_events_applied_total", pending, timeout
+        )
+        rate = pending / max(0.1, time.monotonic() - began)
+    log.info("timers: %d pending loaded (%s) in %.1fs", pending, session.load,
+             time.monotonic() - began)  # fmt: skip
     # Deadlines start once the arming events can all have been applied (2x margin).
     first = int(time.time() * 1000) + 5000 + int(2000 * fire / rate)
     deadlines = {

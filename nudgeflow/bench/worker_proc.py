@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -97,7 +98,8 @@ class BenchWorker:
     def metric(self, name: str) -> float:
         """Sum of every sample called `name` (all label sets) in /metrics."""
         self._check_alive()
-        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as resp:
+        query = urllib.parse.urlencode({"name[]": name})  # only that sample: cheap to poll
+        with urllib.request.urlopen(f"{self.url}/metrics?{query}", timeout=5) as resp:
             text = resp.read().decode()
         total = 0.0
         for family in text_string_to_metric_families(text):

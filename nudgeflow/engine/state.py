@@ -15,6 +15,8 @@ from typing import Any
 import msgspec
 from msgspec import field
 
+from nudgeflow.engine.actions import Decision
+
 MAX_SEEN_IDS = 64  # recent event ids kept for dedupe ...
 SEEN_WINDOW_MS = 86_400_000  # ... and for at most a day of event time
 MAX_HISTORY = 256  # history entries kept (also bounded by the rules' longest window)
@@ -91,6 +93,9 @@ class UserState(msgspec.Struct, kw_only=True, omit_defaults=True):
     seen_ts: list[int] = field(default_factory=list, name="st")
     last_ts: int = field(default=0, name="t")  # largest event time applied
     outbox: list[Pending] = field(default_factory=list, name="o")
+    # The shell's audit timeline: the last decisions written to `<prefix>.decisions`,
+    # kept here so an event costs one table write, not two (tables/timeline.py).
+    recent: list[Decision] = field(default_factory=list, name="r")
     # The shell's bookkeeping: the deadline under which the timer index holds this
     # user (never later than next_deadline(); see nudgeflow/tables/timers.py).
     indexed: int | None = field(default=None, name="ix")

@@ -14,12 +14,15 @@ import faust
 
 from nudgeflow.agents.timers import TickBook
 from nudgeflow.engine.core import Engine, build_engine
+from nudgeflow.pipeline import consumer, malloc
 from nudgeflow.pipeline.analytics import Analytics
 from nudgeflow.pipeline.config import NudgeflowConfig
 from nudgeflow.pipeline.settings import WorkerSettings
 from nudgeflow.pipeline.topics import TopicNames
 from nudgeflow.tables import timeline as timeline_table
 from nudgeflow.tables import users as users_table
+from nudgeflow.tables.direct import DirectTable
+from nudgeflow.tables.timer_floors import TimerFloors
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +39,13 @@ class Runtime:
     topics: TopicNames
     engine: Engine
     users: faust.Table
+    # The agents' write path to `users` and `timeline` (tables/direct.py): every writer
+    # shares one per table so each changelog partition gets the writes in order.
+    users_direct: DirectTable
     tick_book: TickBook = field(default_factory=TickBook)
     timeline: faust.Table | None = None  # per-user audit: tables/timeline.py
+    timeline_direct: DirectTable | None = None
+    timer_floors: TimerFloors = field(default_factory=TimerFloors)  # tables/timer_floors.py
     analytics: Analytics | None = None  # global aggregates: pipeline/analytics.py
 
     @property
@@ -55,7 +63,7 @@ def engine_secret() -> bytes:
 
 
 def create_app(settings: WorkerSettings) -> faust.App:
-    return faust.App(
+    return consumer.App(
         settings.group_id,
         broker=[f"kafka://{b.strip()}" for b in settings.broker.split(",")],
         store="rocksdb://",
@@ -91,15 +99,21 @@ def create_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime
 
     app = create_app(settings)
     app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
+    users = users_table.define(app, settings.partitions)
+    timeline = timeline_table.define(app, settings.partitions)
     rt = Runtime(
         app=app,
         settings=settings,
         config=config,
         topics=TopicNames(settings.topic_prefix),
         engine=build_engine(config, secret=engine_secret()),
-        users=users_table.define(app, settings.partitions),
-        timeline=timeline_table.define(app, settings.partitions),
+        users=users,
+        users_direct=DirectTable(users),
+        timeline=timeline,
+        timeline_direct=DirectTable(timeline),
     )
+    rt.timer_floors.attach(app)
+    malloc.install(app)
     rt.analytics = Analytics(rt)
     if "evaluate" in settings.roles:
         evaluate.register(rt)

@@ -151,6 +151,18 @@ delivery_attempt_duration = Histogram(
 delivery_retries = Counter(
     "nudgeflow_delivery_retries", "Retries scheduled", ["destination"], registry=REGISTRY
 )
+malloc_trim_seconds = Histogram(
+    "nudgeflow_malloc_trim_seconds",
+    "Time the worker's periodic malloc_trim held the event loop (pipeline/malloc.py)",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    registry=REGISTRY,
+)
+consumer_rewinds = Counter(
+    "nudgeflow_consumer_rewinds",
+    "Times a source partition's fetch jumped ahead and was read again (pipeline/consumer.py)",
+    ["topic"],
+    registry=REGISTRY,
+)
 dead_letters = Counter(
     "nudgeflow_dead_letters", "Records sent to a dead-letter topic", ["topic"], registry=REGISTRY
 )
@@ -176,6 +188,13 @@ consumer_lag = SampledGauge(
     "nudgeflow_consumer_lag_messages",
     "Messages between the committed offset and the log end, per topic and partition",
     ["topic", "partition"],
+    registry=REGISTRY,
+)
+rocksdb_memory = SampledGauge(
+    "nudgeflow_rocksdb_memory_bytes",
+    "RocksDB memory of this worker's open table partitions: memtables, block cache, "
+    "table readers (index and filter blocks)",
+    ["table", "kind"],
     registry=REGISTRY,
 )
 

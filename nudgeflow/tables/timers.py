@@ -27,7 +27,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import faust
+from nudgeflow.tables.schema import TableView
+from nudgeflow.tables.timer_floors import TimerFloors
 
 PREFIX = b"\x00"
 _MARK = b"1"
@@ -42,17 +43,17 @@ def split_key(key: bytes) -> tuple[int, bytes]:
     return int.from_bytes(key[len(PREFIX) : _KEY_START], "big"), key[_KEY_START:]
 
 
-def add(table: faust.Table, user_key: bytes, deadline: int | None) -> None:
+def add(table: TableView, user_key: bytes, deadline: int | None) -> None:
     if deadline is not None:
         table[index_key(deadline, user_key)] = _MARK
 
 
-def remove(table: faust.Table, user_key: bytes, deadline: int | None) -> None:
+def remove(table: TableView, user_key: bytes, deadline: int | None) -> None:
     if deadline is not None:
         table.pop(index_key(deadline, user_key), None)
 
 
-def _partition_db(table: faust.Table, partition: int) -> Any | None:
+def _partition_db(table: TableView, partition: int) -> Any | None:
     """The rocksdict DB of one partition, or None if it is not open here.
 
     Faust exposes no range scans, so we reach for the store's per-partition
@@ -63,33 +64,51 @@ def _partition_db(table: faust.Table, partition: int) -> Any | None:
     return None if dbs is None else dbs.get(partition)
 
 
-def _scan(table: faust.Table, partition: int) -> Iterator[tuple[int, bytes]]:
+def _scan(
+    table: TableView, partition: int, floors: TimerFloors | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """The partition's entries in deadline order; with `floors`, from the partition's
+    floor on (tables/timer_floors.py), and the first entry seen becomes the floor."""
     db = _partition_db(table, partition)
     if db is None:
         return
+    since = floors.start(partition, db) if floors is not None else None
     it = db.iter()
-    it.seek(PREFIX)
+    it.seek(PREFIX if since is None else index_key(since, b""))
+    first = True
     while it.valid():
         key = it.key()
         if not key.startswith(PREFIX):
-            return
-        yield split_key(key)
+            break
+        entry = split_key(key)
+        if first and floors is not None:
+            floors.found(partition, db, entry[0], since)
+        first = False
+        yield entry
         it.next()
+    if first and floors is not None:
+        floors.found(partition, db, None, since)
 
 
-def due(table: faust.Table, partition: int, now_ms: int, limit: int) -> list[tuple[int, bytes]]:
+def due(
+    table: TableView,
+    partition: int,
+    now_ms: int,
+    limit: int,
+    floors: TimerFloors | None = None,
+) -> list[tuple[int, bytes]]:
     """(deadline, user_key) with deadline <= now_ms, earliest first, at most `limit`."""
     out: list[tuple[int, bytes]] = []
-    for deadline, user_key in _scan(table, partition):
+    for deadline, user_key in _scan(table, partition, floors):
         if deadline > now_ms or len(out) >= limit:
             break
         out.append((deadline, user_key))
     return out
 
 
-def earliest(table: faust.Table, partition: int) -> int | None:
+def earliest(table: TableView, partition: int, floors: TimerFloors | None = None) -> int | None:
     """The smallest deadline indexed in the partition, or None."""
-    return next((deadline for deadline, _ in _scan(table, partition)), None)
+    return next((deadline for deadline, _ in _scan(table, partition, floors)), None)
 
 
 def is_index_key(key: bytes) -> bool:

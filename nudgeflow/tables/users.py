@@ -12,7 +12,8 @@ from typing import cast
 import faust
 
 from nudgeflow.engine.state import UserState, decode_state, encode_state
-from nudgeflow.tables.schema import RAW_TABLE
+from nudgeflow.tables import options
+from nudgeflow.tables.schema import RAW_TABLE, TableView
 
 
 def define(app: faust.App, partitions: int) -> faust.Table:
@@ -21,15 +22,16 @@ def define(app: faust.App, partitions: int) -> faust.Table:
         default=None,
         **RAW_TABLE,
         partitions=partitions,
+        options=options.users(),
         help="Per-user state (profile, cart, history, armed rules) and the timer index",
     )
     return cast(faust.Table, table)
 
 
-def load(table: faust.Table, user_key: bytes) -> UserState | None:
+def load(table: TableView, user_key: bytes) -> UserState | None:
     raw = table.get(user_key)
     return decode_state(raw) if raw else None
 
 
-def save(table: faust.Table, user_key: bytes, state: UserState) -> None:
+def save(table: TableView, user_key: bytes, state: UserState) -> None:
     table[user_key] = encode_state(state)

@@ -57,6 +57,7 @@ def test_live_scenarios_print_their_figures(kafka_bootstrap: str) -> None:
     assert by_scenario["timers"]["lateness_p99_s"] is None  # not run live at this size
     assert by_scenario["memory"] == {**by_scenario["memory"], "users": 200}
     assert by_scenario["memory"]["rss_mb"] > 20
+    assert by_scenario["memory"]["load"] == "seed"  # restored from the seeded changelog
 
 
 def test_backtest_scenario_needs_no_broker() -> None:

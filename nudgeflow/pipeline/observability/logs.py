@@ -110,7 +110,9 @@ def secrets_of(
     return [s for s in out if s]
 
 
-_LIBRARY_LOGGERS = ("aiokafka", "faust", "mode", "rocksdict", "aiohttp", "asyncio")
+# Ours too: a profile of a `--log-level warning` worker still showed
+# `nudgeflow.decisions` building a debug record per decision.
+_PINNED_LOGGERS = ("nudgeflow", "aiokafka", "faust", "mode", "rocksdict", "aiohttp", "asyncio")
 
 
 def logging_config(level: str, kind: str = "text", secrets: Iterable[str] = ()) -> dict[str, Any]:
@@ -133,7 +135,7 @@ def logging_config(level: str, kind: str = "text", secrets: Iterable[str] = ()) 
         "root": {"level": number, "handlers": ["default"]},
         # Pinned too: a library logger left at DEBUG builds a record per Kafka request
         # even when nothing prints it (it showed up as 12% of a worker's CPU).
-        "loggers": {name: {"level": number} for name in _LIBRARY_LOGGERS},
+        "loggers": {name: {"level": number} for name in _PINNED_LOGGERS},
     }
 
 

@@ -60,8 +60,12 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def prometheus(request: web.Request) -> web.Response:
+    """The exposition; `?name[]=...` (repeatable) keeps only those samples, as the
+    Prometheus client's own handlers do, so a frequent poller pays for what it reads."""
+    names = request.query.getall("name[]", [])
+    registry = metrics.REGISTRY.restricted_registry(names) if names else metrics.REGISTRY
     return web.Response(
-        body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
 
 

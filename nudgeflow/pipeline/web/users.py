@@ -114,6 +114,7 @@ class UserViews:
         state = users_table.load(self.rt.users, key)
         tl = self.rt.timeline
         timeline = timeline_table.load(tl, key) if tl is not None else Timeline()
+        timeline = timeline_table.merged(timeline, state)
         body = user_view(user_id, state, timeline, int(time.time() * 1000))
         body.update(partition=partition, served_by=self.own_url)
         return body
