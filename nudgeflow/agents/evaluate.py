@@ -178,6 +178,8 @@ class Evaluator:
         users = self.users
         floors = self.rt.timer_floors
         for deadline, user_key in timer_index.due(users, partition, now, FIRE_BATCH, floors):
+            if not timer_index.present(users, deadline, user_key):
+                continue  # removed already; its tombstone is not acked yet
             state = user_table.load(users, user_key)
             if state is None or state.indexed != deadline:
                 # Left over from a write that a crash cut short.

@@ -113,6 +113,9 @@ def create_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime
         timeline_direct=DirectTable(timeline),
     )
     rt.timer_floors.attach(app)
+    rt.users_direct.attach(app)
+    if rt.timeline_direct is not None:
+        rt.timeline_direct.attach(app)
     malloc.install(app)
     rt.analytics = Analytics(rt)
     if "evaluate" in settings.roles:

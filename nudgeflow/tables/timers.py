@@ -53,6 +53,12 @@ def remove(table: TableView, user_key: bytes, deadline: int | None) -> None:
         table.pop(index_key(deadline, user_key), None)
 
 
+def present(table: TableView, deadline: int, user_key: bytes) -> bool:
+    """Whether the entry is still there for `table`'s reader: a scan reads RocksDB,
+    which may not have a removal yet (tables/direct.py)."""
+    return table.get(index_key(deadline, user_key)) is not None
+
+
 def _partition_db(table: TableView, partition: int) -> Any | None:
     """The rocksdict DB of one partition, or None if it is not open here.
 

@@ -220,6 +220,15 @@ class Tally:
         )
 
 
+def lost_triggers(
+    receiver: Receiver, expected: Mapping[str, tuple[str, str, int]], limit: int = 50
+) -> list[list[Any]]:
+    """[trigger id, rule, user, step] of expected triggers that never arrived: what to trace
+    in the worker logs and topics when a fault test loses one."""
+    got = {i for i in receiver.ids(200) if i is not None}
+    return [[i, *expected[i]] for i in sorted(set(expected) - got)[:limit]]
+
+
 def duplicated_ids(receiver: Receiver) -> dict[str, int]:
     counts = collections.Counter(i for i in receiver.ids(200) if i is not None)
     return {i: c for i, c in counts.items() if c > 1}

@@ -26,6 +26,7 @@ from tests.faults.conftest import (
     first_arrivals,
     kill,
     kind_of,
+    lost_triggers,
     names,
     produce_events,
     ready,
@@ -110,6 +111,7 @@ async def test_kill_9_three_times_under_load(
                 if any(k >= first[i] for k in kill_times)
             ),
             "all_delivered_after_s": round(done - began, 1) if done else None,
+            "lost_triggers": lost_triggers(rx, expected),
         },
     )
     assert len(kills) == KILLS

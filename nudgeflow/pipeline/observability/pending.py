@@ -59,10 +59,11 @@ class PendingTimers:
         p = partition if partition is not None else _current_partition()
         if p is None:
             return
+        # Counted from RocksDB, which gets this change only once its changelog record
+        # is acked (tables/direct.py): the scan sees the index from before it.
         if p not in self.counts:
-            self.counts[p] = count_index(self.rt.users, p)  # already includes this change
-        else:
-            self.counts[p] += (after is not None) - (before is not None)
+            self.counts[p] = count_index(self.rt.users, p)
+        self.counts[p] += (after is not None) - (before is not None)
         self._publish()
 
     def revoked(self, partitions: Iterable[int]) -> None:

@@ -11,7 +11,7 @@ import pytest
 from rocksdict import Options, Rdict
 
 from nudgeflow.tables import timers as timer_index
-from nudgeflow.tables.timer_floors import FULL_SCAN_S, TimerFloors
+from nudgeflow.tables.timer_floors import ADD_GRACE_S, FULL_SCAN_S, TimerFloors
 
 
 class _Partition:
@@ -59,7 +59,8 @@ def _add(table: _Partition, floors: TimerFloors, user: bytes, deadline: int) -> 
 
 
 def test_a_floor_scan_finds_what_a_full_scan_finds(table: _Partition) -> None:
-    floors = TimerFloors()
+    clock = _Clock()
+    floors = TimerFloors(clock)
     for n in range(100):
         _add(table, floors, b"u%d" % n, 1_000 + n)
     assert timer_index.due(table, 0, 1_049, 1_000, floors) == [
@@ -67,6 +68,7 @@ def test_a_floor_scan_finds_what_a_full_scan_finds(table: _Partition) -> None:
     ]
     for n in range(50):  # fired: their entries are now tombstones
         timer_index.remove(table, b"u%d" % n, 1_000 + n)
+    clock.now += 2 * ADD_GRACE_S  # the adds are long in RocksDB (tables/direct.py)
 
     assert timer_index.earliest(table, 0, floors) == 1_050
     assert floors.start(0, table.db) == 1_050  # the next scan seeks past the tombstones
@@ -142,3 +144,36 @@ def test_forget_on_every_rebalance_signal() -> None:
 
     asyncio.run(_App.on_rebalance_complete.receivers[0](None))
     assert floors.start(0, "db") is None
+
+
+def test_an_add_not_yet_in_rocksdb_keeps_the_floor_below_it(table: _Partition) -> None:
+    """tables/direct.py puts an entry in RocksDB only when its changelog record is acked:
+    a scan in between must not raise the floor over it."""
+    clock = _Clock()
+    floors = TimerFloors(clock)
+    _add(table, floors, b"mine", 5_000)
+    assert timer_index.earliest(table, 0, floors) == 5_000
+
+    floors.lower(0, 10)  # written; its changelog record is not acked yet
+    clock.now += 0.01
+    assert timer_index.earliest(table, 0, floors) == 5_000  # RocksDB has no entry at 10 ...
+    timer_index.add(table, b"early", 10)  # ... until the ack
+    clock.now += 0.01
+
+    assert timer_index.earliest(table, 0, floors) == 10
+
+
+def test_adds_stop_holding_the_floor_down_once_old(table: _Partition) -> None:
+    clock = _Clock()
+    floors = TimerFloors(clock)
+    _add(table, floors, b"gone", 10)
+    timer_index.remove(table, b"gone", 10)  # fired at once
+    _add(table, floors, b"mine", 5_000)
+    assert floors.start(0, table.db) is None
+    timer_index.earliest(table, 0, floors)
+    assert floors.start(0, table.db) == 10  # the add at 10 may still be on its way
+
+    clock.now += 2 * ADD_GRACE_S
+    timer_index.earliest(table, 0, floors)
+
+    assert floors.start(0, table.db) == 5_000

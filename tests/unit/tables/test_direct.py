@@ -1,0 +1,227 @@
+"""RocksDB only ever holds an acknowledged prefix of the changelog; reads see every write."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from rocksdict import Options, Rdict
+
+from nudgeflow.tables import direct
+from nudgeflow.tables.direct import DirectTable
+
+OFFSET_KEY = b"__faust\0offset__"
+
+
+class _Store:
+    """The parts of Faust's RocksDB store DirectTable uses, over real RocksDB."""
+
+    offset_key = OFFSET_KEY
+
+    def __init__(self, tmp_path: Path) -> None:
+        self._dbs = {p: Rdict(str(tmp_path / f"p{p}"), Options(raw_mode=True)) for p in (0, 1)}
+
+    def _db_for_partition(self, partition: int) -> Rdict:
+        return self._dbs[partition]
+
+
+class _Sender:
+    """The producer: each send returns a future the test resolves, as the broker would."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, bytes | None, int, asyncio.Future[Any]]] = []
+
+    async def send(
+        self, topic: str, key: bytes, value: bytes | None, partition: int
+    ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.sent.append((key, value, partition, future))
+        return future
+
+    def ack(self, n: int, offset: int) -> None:
+        self.sent[n][3].set_result(SimpleNamespace(offset=offset))
+
+
+class _App:
+    def __init__(self) -> None:
+        self.crashed: list[BaseException] = []
+
+    async def crash(self, reason: BaseException) -> None:
+        self.crashed.append(reason)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[_Store]:
+    store = _Store(tmp_path)
+    yield store
+    for db in store._dbs.values():
+        db.close()
+
+
+@pytest.fixture
+def partition(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """The partition of the record being handled (Faust's current_event)."""
+    current = SimpleNamespace(partition=0)
+    event = SimpleNamespace(message=current)
+    monkeypatch.setattr(direct, "current_event", lambda: event)
+    return current
+
+
+def _table(store: _Store, sender: _Sender) -> tuple[DirectTable, _App]:
+    app = _App()
+    faust_table: Any = SimpleNamespace(
+        name="users",
+        app=app,
+        data=store,
+        changelog_topic=SimpleNamespace(get_topic_name=lambda: "users-changelog"),
+    )
+    return DirectTable(faust_table, sender), app  # type: ignore[arg-type]
+
+
+async def _settle() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def test_a_write_reaches_rocksdb_with_its_offset_only_when_acked(
+    store: _Store, partition: SimpleNamespace
+) -> None:
+    async def run() -> None:
+        sender = _Sender()
+        table, _ = _table(store, sender)
+        table[b"ana"] = b"v1"
+        assert table.get(b"ana") == b"v1"  # read your own write at once
+        await table.flush()
+        assert sender.sent == [(b"ana", b"v1", 0, sender.sent[0][3])]
+        assert store._dbs[0].get(b"ana") is None  # not acked: not on disk
+
+        sender.ack(0, offset=41)
+        await _settle()
+
+        assert store._dbs[0].get(b"ana") == b"v1"
+        assert store._dbs[0].get(OFFSET_KEY) == b"41"
+        assert table.unapplied == 0
+
+    asyncio.run(run())
+
+
+def test_rocksdb_follows_changelog_order_whatever_order_acks_complete_in(
+    store: _Store, partition: SimpleNamespace
+) -> None:
+    async def run() -> None:
+        sender = _Sender()
+        table, _ = _table(store, sender)
+        table[b"ana"] = b"v1"
+        table[b"index-entry"] = b"1"
+        table[b"ana"] = b"v2"
+        await table.flush()
+
+        sender.ack(2, offset=12)  # a later record's future completes first
+        await _settle()
+        assert store._dbs[0].get(b"ana") is None  # nothing skips ahead of offset 10
+        assert table.get(b"ana") == b"v2"
+
+        sender.ack(0, offset=10)
+        await _settle()
+        assert store._dbs[0].get(b"ana") == b"v1"  # the prefix up to 10
+        assert store._dbs[0].get(b"index-entry") is None
+        assert store._dbs[0].get(OFFSET_KEY) == b"10"
+        assert table.get(b"ana") == b"v2"  # the overlay still holds the newest write
+
+        sender.ack(1, offset=11)
+        await _settle()
+        assert store._dbs[0].get(b"ana") == b"v2"
+        assert store._dbs[0].get(b"index-entry") == b"1"
+        assert store._dbs[0].get(OFFSET_KEY) == b"12"
+
+    asyncio.run(run())
+
+
+def test_a_delete_is_a_tombstone_seen_at_once_and_applied_on_ack(
+    store: _Store, partition: SimpleNamespace
+) -> None:
+    async def run() -> None:
+        sender = _Sender()
+        table, _ = _table(store, sender)
+        store._dbs[0][b"old"] = b"x"
+
+        assert table.pop(b"old") == b"x"
+        assert table.get(b"old") is None
+        assert table.pop(b"old", b"default") == b"default"  # already gone: no second record
+        await table.flush()
+        assert [(key, value) for key, value, _, _ in sender.sent] == [(b"old", None)]
+        assert store._dbs[0].get(b"old") == b"x"
+
+        sender.ack(0, offset=3)
+        await _settle()
+        assert store._dbs[0].get(b"old") is None
+
+    asyncio.run(run())
+
+
+def test_partitions_keep_their_own_order(store: _Store, partition: SimpleNamespace) -> None:
+    async def run() -> None:
+        sender = _Sender()
+        table, _ = _table(store, sender)
+        table[b"ana"] = b"a"
+        partition.partition = 1
+        table[b"bob"] = b"b"
+        await table.flush()
+
+        sender.ack(1, offset=7)  # partition 1 does not wait for partition 0
+        await _settle()
+
+        assert store._dbs[1].get(b"bob") == b"b"
+        assert store._dbs[0].get(b"ana") is None
+
+    asyncio.run(run())
+
+
+def test_a_failed_record_stops_rocksdb_and_crashes_the_worker(
+    store: _Store, partition: SimpleNamespace
+) -> None:
+    async def run() -> None:
+        sender = _Sender()
+        table, app = _table(store, sender)
+        table[b"ana"] = b"v1"
+        table[b"bob"] = b"v1"
+        await table.flush()
+        error = RuntimeError("broker gave up")
+        sender.sent[0][3].set_exception(error)
+        sender.ack(1, offset=5)
+        await _settle()
+
+        assert app.crashed == [error]
+        assert store._dbs[0].get(b"ana") is None
+        assert store._dbs[0].get(b"bob") is None  # after the failed one: never applied
+        assert store._dbs[0].get(OFFSET_KEY) is None
+
+    asyncio.run(run())
+
+
+def test_revocation_applies_what_is_acked_and_forgets_the_rest(
+    store: _Store, partition: SimpleNamespace
+) -> None:
+    async def run() -> None:
+        sender = _Sender()
+        table, _ = _table(store, sender)
+        table[b"ana"] = b"v1"
+        table[b"bob"] = b"v1"
+        await table.flush()
+        table[b"cat"] = b"v1"  # queued, never sent
+        sender.sent[0][3].set_result(SimpleNamespace(offset=1))  # acked, callback not run
+
+        table.revoked({0})
+
+        assert store._dbs[0].get(b"ana") == b"v1"
+        assert table.unapplied == 0
+        assert table.get(b"bob") is None  # read from RocksDB again: the next owner's
+        assert table.get(b"cat") is None
+        await table.flush()
+        assert len(sender.sent) == 2
+
+    asyncio.run(run())
