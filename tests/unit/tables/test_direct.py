@@ -82,6 +82,16 @@ def _table(store: _Store, sender: _Sender) -> tuple[DirectTable, _App]:
     return DirectTable(faust_table, sender), app  # type: ignore[arg-type]
 
 
+async def _two_sent(store: _Store) -> tuple[_Sender, DirectTable, _App]:
+    """`ana` and `bob` written in partition 0 and sent, neither acked yet."""
+    sender = _Sender()
+    table, app = _table(store, sender)
+    table[b"ana"] = b"v1"
+    table[b"bob"] = b"v1"
+    await table.flush()
+    return sender, table, app
+
+
 async def _settle() -> None:
     for _ in range(3):
         await asyncio.sleep(0)
@@ -185,11 +195,7 @@ def test_a_failed_record_stops_rocksdb_and_crashes_the_worker(
     store: _Store, partition: SimpleNamespace
 ) -> None:
     async def run() -> None:
-        sender = _Sender()
-        table, app = _table(store, sender)
-        table[b"ana"] = b"v1"
-        table[b"bob"] = b"v1"
-        await table.flush()
+        sender, _, app = await _two_sent(store)
         error = RuntimeError("broker gave up")
         sender.sent[0][3].set_exception(error)
         sender.ack(1, offset=5)
@@ -207,11 +213,7 @@ def test_revocation_applies_what_is_acked_and_forgets_the_rest(
     store: _Store, partition: SimpleNamespace
 ) -> None:
     async def run() -> None:
-        sender = _Sender()
-        table, _ = _table(store, sender)
-        table[b"ana"] = b"v1"
-        table[b"bob"] = b"v1"
-        await table.flush()
+        sender, table, _ = await _two_sent(store)
         table[b"cat"] = b"v1"  # queued, never sent
         sender.sent[0][3].set_result(SimpleNamespace(offset=1))  # acked, callback not run
 
