@@ -169,3 +169,31 @@ def test_empty_variant_has_no_rate(agg: Aggregates) -> None:
     b = _variant(body, "b")
     assert b["exposures"] == 0 and b["conversion_rate"] is None and b["ci_low"] is None
     assert not math.isnan(body["bandit"]["b"]["mean"])
+
+
+def test_trigger_memory_is_bounded_and_forgets_the_oldest_half_first() -> None:
+    agg = Aggregates([RULE], memory=4)
+    for i in range(4):
+        agg.on_trigger(trigger(f"t{i}", "a"))
+    assert len(agg._triggers) == 4
+    assert agg.on_trigger(trigger("t0", "a")) is None  # still remembered: a repeat
+
+    agg.on_trigger(trigger("t4", "a"))  # a new generation: t0 and t1 are forgotten
+    agg.on_trigger(trigger("t5", "a"))
+
+    assert len(agg._triggers) == 4
+    assert agg.on_trigger(trigger("t3", "a")) is None
+    assert agg.on_trigger(trigger("t0", "a")) is not None  # past the memory: counted again
+    body = agg.experiment("cart")
+    assert body is not None
+    assert _variant(body, "a")["exposures"] == 7
+
+
+def test_a_delivery_is_attributed_to_its_triggers_variant(agg: Aggregates) -> None:
+    agg.on_trigger(trigger("t1", "b"))
+    agg.on_delivery(delivered("t1"))
+    agg.on_delivery(delivered("unknown"))  # its trigger was never seen here: not counted
+    body = agg.experiment("cart")
+    assert body is not None
+    assert _variant(body, "b")["delivered"] == 1
+    assert sum(v["delivered"] for v in body["variants"]) == 1
