@@ -70,7 +70,6 @@ def _partition() -> int:
 class _Write:
     """One changelog record on its way to the broker and then to RocksDB."""
 
-    seq: int  # per table; the overlay keeps the newest write's seq per key
     partition: int
     key: bytes
     value: bytes | None  # None: a delete (a tombstone, as Faust writes it)
@@ -84,7 +83,6 @@ class DirectTable:
         self.table = table
         self.name = table.name
         self._sender = sender or RecordSender(table.app)
-        self._seq = 0
         self._overlay: dict[bytes, _Write] = {}  # newest write per key not yet in RocksDB
         self._queue: list[_Write] = []  # not yet handed to the producer
         self._sent: dict[int, deque[_Write]] = {}  # partition -> sent, not yet in RocksDB
@@ -97,11 +95,6 @@ class DirectTable:
     def data(self) -> Any:
         """The Faust store (its per-partition DBs serve the timer index's range scans)."""
         return self.table.data
-
-    @property
-    def pending(self) -> int:
-        """Writes made locally whose changelog records are not yet handed to the producer."""
-        return len(self._queue)
 
     @property
     def unapplied(self) -> int:
@@ -117,8 +110,7 @@ class DirectTable:
         return default if value is None else value
 
     def _write(self, key: bytes, value: bytes | None) -> None:
-        self._seq += 1
-        write = _Write(self._seq, _partition(), key, value)
+        write = _Write(_partition(), key, value)
         self._overlay[key] = write
         self._queue.append(write)
 
