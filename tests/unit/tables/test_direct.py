@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -71,25 +72,32 @@ def partition(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     return current
 
 
-def _table(store: _Store, sender: _Sender) -> tuple[DirectTable, _App]:
-    app = _App()
+@dataclass
+class _Direct:
+    """A DirectTable over the test's store, with the sender and app it talks to."""
+
+    table: DirectTable
+    sender: _Sender
+    app: _App
+
+
+@pytest.fixture
+def direct_table(store: _Store, partition: SimpleNamespace) -> _Direct:
+    sender, app = _Sender(), _App()
     faust_table: Any = SimpleNamespace(
         name="users",
         app=app,
         data=store,
         changelog_topic=SimpleNamespace(get_topic_name=lambda: "users-changelog"),
     )
-    return DirectTable(faust_table, sender), app  # type: ignore[arg-type]
+    return _Direct(DirectTable(faust_table, sender), sender, app)  # type: ignore[arg-type]
 
 
-async def _two_sent(store: _Store) -> tuple[_Sender, DirectTable, _App]:
+async def _two_sent(d: _Direct) -> None:
     """`ana` and `bob` written in partition 0 and sent, neither acked yet."""
-    sender = _Sender()
-    table, app = _table(store, sender)
-    table[b"ana"] = b"v1"
-    table[b"bob"] = b"v1"
-    await table.flush()
-    return sender, table, app
+    d.table[b"ana"] = b"v1"
+    d.table[b"bob"] = b"v1"
+    await d.table.flush()
 
 
 async def _settle() -> None:
@@ -97,133 +105,115 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
-def test_a_write_reaches_rocksdb_with_its_offset_only_when_acked(
-    store: _Store, partition: SimpleNamespace
+async def test_a_write_reaches_rocksdb_with_its_offset_only_when_acked(
+    store: _Store, direct_table: _Direct
 ) -> None:
-    async def run() -> None:
-        sender = _Sender()
-        table, _ = _table(store, sender)
-        table[b"ana"] = b"v1"
-        assert table.get(b"ana") == b"v1"  # read your own write at once
-        await table.flush()
-        assert sender.sent == [(b"ana", b"v1", 0, sender.sent[0][3])]
-        assert store._dbs[0].get(b"ana") is None  # not acked: not on disk
+    table, sender = direct_table.table, direct_table.sender
+    table[b"ana"] = b"v1"
+    assert table.get(b"ana") == b"v1"  # read your own write at once
+    await table.flush()
+    assert sender.sent == [(b"ana", b"v1", 0, sender.sent[0][3])]
+    assert store._dbs[0].get(b"ana") is None  # not acked: not on disk
 
-        sender.ack(0, offset=41)
-        await _settle()
+    sender.ack(0, offset=41)
+    await _settle()
 
-        assert store._dbs[0].get(b"ana") == b"v1"
-        assert store._dbs[0].get(OFFSET_KEY) == b"41"
-        assert table.unapplied == 0
-
-    asyncio.run(run())
+    assert store._dbs[0].get(b"ana") == b"v1"
+    assert store._dbs[0].get(OFFSET_KEY) == b"41"
+    assert table.unapplied == 0
 
 
-def test_rocksdb_follows_changelog_order_whatever_order_acks_complete_in(
-    store: _Store, partition: SimpleNamespace
+async def test_rocksdb_follows_changelog_order_whatever_order_acks_complete_in(
+    store: _Store, direct_table: _Direct
 ) -> None:
-    async def run() -> None:
-        sender = _Sender()
-        table, _ = _table(store, sender)
-        table[b"ana"] = b"v1"
-        table[b"index-entry"] = b"1"
-        table[b"ana"] = b"v2"
-        await table.flush()
+    table, sender = direct_table.table, direct_table.sender
+    table[b"ana"] = b"v1"
+    table[b"index-entry"] = b"1"
+    table[b"ana"] = b"v2"
+    await table.flush()
 
-        sender.ack(2, offset=12)  # a later record's future completes first
-        await _settle()
-        assert store._dbs[0].get(b"ana") is None  # nothing skips ahead of offset 10
-        assert table.get(b"ana") == b"v2"
+    sender.ack(2, offset=12)  # a later record's future completes first
+    await _settle()
+    assert store._dbs[0].get(b"ana") is None  # nothing skips ahead of offset 10
+    assert table.get(b"ana") == b"v2"
 
-        sender.ack(0, offset=10)
-        await _settle()
-        assert store._dbs[0].get(b"ana") == b"v1"  # the prefix up to 10
-        assert store._dbs[0].get(b"index-entry") is None
-        assert store._dbs[0].get(OFFSET_KEY) == b"10"
-        assert table.get(b"ana") == b"v2"  # the overlay still holds the newest write
+    sender.ack(0, offset=10)
+    await _settle()
+    assert store._dbs[0].get(b"ana") == b"v1"  # the prefix up to 10
+    assert store._dbs[0].get(b"index-entry") is None
+    assert store._dbs[0].get(OFFSET_KEY) == b"10"
+    assert table.get(b"ana") == b"v2"  # the overlay still holds the newest write
 
-        sender.ack(1, offset=11)
-        await _settle()
-        assert store._dbs[0].get(b"ana") == b"v2"
-        assert store._dbs[0].get(b"index-entry") == b"1"
-        assert store._dbs[0].get(OFFSET_KEY) == b"12"
-
-    asyncio.run(run())
+    sender.ack(1, offset=11)
+    await _settle()
+    assert store._dbs[0].get(b"ana") == b"v2"
+    assert store._dbs[0].get(b"index-entry") == b"1"
+    assert store._dbs[0].get(OFFSET_KEY) == b"12"
 
 
-def test_a_delete_is_a_tombstone_seen_at_once_and_applied_on_ack(
-    store: _Store, partition: SimpleNamespace
+async def test_a_delete_is_a_tombstone_seen_at_once_and_applied_on_ack(
+    store: _Store, direct_table: _Direct
 ) -> None:
-    async def run() -> None:
-        sender = _Sender()
-        table, _ = _table(store, sender)
-        store._dbs[0][b"old"] = b"x"
+    table, sender = direct_table.table, direct_table.sender
+    store._dbs[0][b"old"] = b"x"
 
-        assert table.pop(b"old") == b"x"
-        assert table.get(b"old") is None
-        assert table.pop(b"old", b"default") == b"default"  # already gone: no second record
-        await table.flush()
-        assert [(key, value) for key, value, _, _ in sender.sent] == [(b"old", None)]
-        assert store._dbs[0].get(b"old") == b"x"
+    assert table.pop(b"old") == b"x"
+    assert table.get(b"old") is None
+    assert table.pop(b"old", b"default") == b"default"  # already gone: no second record
+    await table.flush()
+    assert [(key, value) for key, value, _, _ in sender.sent] == [(b"old", None)]
+    assert store._dbs[0].get(b"old") == b"x"
 
-        sender.ack(0, offset=3)
-        await _settle()
-        assert store._dbs[0].get(b"old") is None
-
-    asyncio.run(run())
+    sender.ack(0, offset=3)
+    await _settle()
+    assert store._dbs[0].get(b"old") is None
 
 
-def test_partitions_keep_their_own_order(store: _Store, partition: SimpleNamespace) -> None:
-    async def run() -> None:
-        sender = _Sender()
-        table, _ = _table(store, sender)
-        table[b"ana"] = b"a"
-        partition.partition = 1
-        table[b"bob"] = b"b"
-        await table.flush()
-
-        sender.ack(1, offset=7)  # partition 1 does not wait for partition 0
-        await _settle()
-
-        assert store._dbs[1].get(b"bob") == b"b"
-        assert store._dbs[0].get(b"ana") is None
-
-    asyncio.run(run())
-
-
-def test_a_failed_record_stops_rocksdb_and_crashes_the_worker(
-    store: _Store, partition: SimpleNamespace
+async def test_partitions_keep_their_own_order(
+    store: _Store, direct_table: _Direct, partition: SimpleNamespace
 ) -> None:
-    async def run() -> None:
-        sender, _, app = await _two_sent(store)
-        error = RuntimeError("broker gave up")
-        sender.sent[0][3].set_exception(error)
-        sender.ack(1, offset=5)
-        await _settle()
+    table, sender = direct_table.table, direct_table.sender
+    table[b"ana"] = b"a"
+    partition.partition = 1
+    table[b"bob"] = b"b"
+    await table.flush()
 
-        assert app.crashed == [error]
-        assert store._dbs[0].get(b"ana") is None
-        assert store._dbs[0].get(b"bob") is None  # after the failed one: never applied
-        assert store._dbs[0].get(OFFSET_KEY) is None
+    sender.ack(1, offset=7)  # partition 1 does not wait for partition 0
+    await _settle()
 
-    asyncio.run(run())
+    assert store._dbs[1].get(b"bob") == b"b"
+    assert store._dbs[0].get(b"ana") is None
 
 
-def test_revocation_applies_what_is_acked_and_forgets_the_rest(
-    store: _Store, partition: SimpleNamespace
+async def test_a_failed_record_stops_rocksdb_and_crashes_the_worker(
+    store: _Store, direct_table: _Direct
 ) -> None:
-    async def run() -> None:
-        sender, table, _ = await _two_sent(store)
-        table[b"cat"] = b"v1"  # queued, never sent
-        sender.sent[0][3].set_result(SimpleNamespace(offset=1))  # acked, callback not run
+    await _two_sent(direct_table)
+    sender, app = direct_table.sender, direct_table.app
+    error = RuntimeError("broker gave up")
+    sender.sent[0][3].set_exception(error)
+    sender.ack(1, offset=5)
+    await _settle()
 
-        table.revoked({0})
+    assert app.crashed == [error]
+    assert store._dbs[0].get(b"ana") is None
+    assert store._dbs[0].get(b"bob") is None  # after the failed one: never applied
+    assert store._dbs[0].get(OFFSET_KEY) is None
 
-        assert store._dbs[0].get(b"ana") == b"v1"
-        assert table.unapplied == 0
-        assert table.get(b"bob") is None  # read from RocksDB again: the next owner's
-        assert table.get(b"cat") is None
-        await table.flush()
-        assert len(sender.sent) == 2
 
-    asyncio.run(run())
+async def test_revocation_applies_what_is_acked_and_forgets_the_rest(
+    store: _Store, direct_table: _Direct
+) -> None:
+    await _two_sent(direct_table)
+    table, sender = direct_table.table, direct_table.sender
+    table[b"cat"] = b"v1"  # queued, never sent
+    sender.sent[0][3].set_result(SimpleNamespace(offset=1))  # acked, callback not run
+
+    table.revoked({0})
+
+    assert store._dbs[0].get(b"ana") == b"v1"
+    assert table.unapplied == 0
+    assert table.get(b"bob") is None  # read from RocksDB again: the next owner's
+    assert table.get(b"cat") is None
+    await table.flush()
+    assert len(sender.sent) == 2
