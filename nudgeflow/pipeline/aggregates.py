@@ -34,7 +34,7 @@ class _Recent:
     `size // 2` turns it into `_old`, and the previous `_old` is forgotten. A key is kept as its
     64-bit `hash()`: this is a per-process memory (dedupe and attribution), and an
     int costs ~90 bytes an entry where the trigger id string it came from would
-    keep ~180 alive. Values are shared (see `Aggregates._pair`). At 200,000
+    keep ~180 alive. Values are shared (see `Aggregates._pairs`). At 200,000
     ids, each such map stays under ~20 MB.
     """
 

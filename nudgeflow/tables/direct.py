@@ -156,6 +156,8 @@ class DirectTable:
     def _apply(self, partition: int) -> None:
         """Move the acknowledged front of a partition's sent writes into RocksDB."""
         in_flight = self._sent.get(partition)
+        if not in_flight or not in_flight[0].future.done():
+            return  # one callback per record: an earlier one already took this batch's acks
         batch = rocksdict.WriteBatch(raw_mode=True)
         offset = None
         while in_flight and in_flight[0].future.done():
