@@ -5,9 +5,11 @@ path), re-keyed events, and timer ticks. For each it loads the user's state,
 calls `Engine.apply` or `Engine.fire_due`, publishes the actions, and writes
 the state and the timer index back.
 
-"No lost reminders" rests on the outbox (agents/outbox.py): every trigger
-record stays in the user's state until its ack is seen, so after a crash the
-worst case is the same trigger (same `trigger_id`) twice, never none.
+"No lost reminders": a trigger record puts a hold on the user's partition
+(tables/write_queue.py), so the state that says "fired" reaches the changelog
+only after the trigger is in Kafka, and the source record is acknowledged (its
+offset committable) only once its writes are sent. After a crash the worst
+case is the same trigger (same `trigger_id`) twice, never none.
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
 from nudgeflow.agents import ingest
-from nudgeflow.agents.outbox import Outbox
 from nudgeflow.engine.actions import Conversion, Decision, Trigger, encode_action
 from nudgeflow.events.model import Event, decode_event, encode_event
 from nudgeflow.events.parse import EventError, EventLimits
@@ -60,22 +61,19 @@ class Evaluator:
         self.partition: int | None = None  # of the record being handled
         self.topics = rt.topics
         self.limits = _limits(rt)
-        self.outbox = Outbox(self._send_trigger)
         self.pending = PendingTimers.attach(rt)  # nudgeflow_timers_pending
         self.users = rt.users_direct
 
-    async def _send_trigger(self, key: bytes, record: bytes) -> Any:
-        return await self.sender.send(self.topics.triggers, key, record, self.partition)
-
-    async def handle_safely(self, message: Message) -> None:
+    async def handle_safely(self, event: faust.EventT) -> None:
         """Handle one record; never lose it and never die of it.
 
         Kafka being unreachable is retried (same record, the engine is deterministic and the
         state is written last, so a retry can only repeat trigger ids, never lose one);
         any other failure is a bug or a poison record: it goes to the events DLQ with the
         reason, and the partition moves on. Either way the table writes it made go to their
-        changelogs (tables/direct.py) before the next record is taken.
+        changelogs (tables/direct.py), and the record is acknowledged once they are sent.
         """
+        message = event.message
         delay = 0.5
         handled = False
         while True:
@@ -83,6 +81,7 @@ class Evaluator:
                 if not handled:
                     await self.handle(message)
                     handled = True
+                    self.users.after_sent(event.ack)
                 await self.users.flush()
                 return
             except _KAFKA_ERRORS as exc:
@@ -107,6 +106,7 @@ class Evaluator:
                     return
                 await self._dead_letter(message, exc)
                 handled = True  # what it wrote locally still goes to the changelog
+                self.users.after_sent(event.ack)
 
     async def _dead_letter(self, message: Message, exc: Exception) -> None:
         if message.topic == self.topics.ticks:
@@ -162,15 +162,12 @@ class Evaluator:
         started = time.perf_counter()
         now = _now_ms()
         state = user_table.load(self.users, user_key)
-        settled = state is not None and await self.outbox.settle(state, user_key, now)
         step = self.rt.engine.apply(state, event, now)
         if step.duplicate:
             metrics.events_duplicate.inc()
-            if not settled:
-                return
-        else:
-            metrics.events_applied.inc()
-        await self.publish(step.state, user_key, step.actions, now, started)
+            return
+        metrics.events_applied.inc()
+        await self.publish(step.state, user_key, step.actions, started)
         self.store(user_key, step.state)
 
     async def fire_timers(self, partition: int) -> None:
@@ -186,11 +183,10 @@ class Evaluator:
                 timer_index.remove(users, user_key, deadline)
                 self.pending.moved(deadline, None)
                 continue
-            await self.outbox.settle(state, user_key, now)
             step = self.rt.engine.fire_due(state, now)
             if step.actions:
                 metrics.timer_lateness.observe(max(0.0, (now - deadline) / 1000))
-            await self.publish(step.state, user_key, step.actions, now, None)
+            await self.publish(step.state, user_key, step.actions, None)
             self.store(user_key, step.state, consumed=True)
         self.rt.tick_book.done(partition)
 
@@ -221,7 +217,6 @@ class Evaluator:
         state: UserState,
         user_key: bytes,
         actions: list[Action],
-        now: int,
         started: float | None,
     ) -> None:
         decisions: list[Decision] = []  # for the user's audit timeline
@@ -231,7 +226,7 @@ class Evaluator:
             if isinstance(action, Trigger):
                 if action.late:
                     late[action.trigger_id] = action.lateness_s
-                await self.outbox.send(state, user_key, action.trigger_id, value, now, started)
+                await self._send_trigger(user_key, value, started)
                 metrics.triggers_emitted.labels(rule=action.rule, variant=action.variant).inc()
                 if _in_experiment(self.rt, action.rule):  # every variant, control included
                     metrics.experiment_exposures.labels(
@@ -256,6 +251,15 @@ class Evaluator:
                 ).inc()
                 await self.sender.send(self.topics.conversions, user_key, value, self.partition)
         timeline.remember(state, decisions)
+
+    async def _send_trigger(self, user_key: bytes, record: bytes, started: float | None) -> None:
+        """Send now; the user's later writes wait for the ack (tables/write_queue.py)."""
+        ack = await self.sender.send(self.topics.triggers, user_key, record, self.partition)
+        self.users.hold_until(ack)
+        if started is not None:
+            ack.add_done_callback(
+                lambda _: metrics.event_to_trigger.observe(time.perf_counter() - started)
+            )
 
 
 def _unaudited(action: Action) -> bool:
@@ -289,7 +293,9 @@ def register(rt: Runtime) -> faust.types.AgentT:
     evaluator = Evaluator(rt)
 
     async def evaluate(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await evaluator.handle_safely(event.message)
+        # Acks are manual: a record is acknowledged once its writes are sent.
+        manual: faust.Stream = stream.noack()  # type: ignore[attr-defined]
+        async for event in manual.events():
+            await evaluator.handle_safely(event)
 
     return rt.app.agent(source, name="evaluate")(evaluate)

@@ -47,8 +47,8 @@ def changelog_topic(app_id: str, table: str = USERS_TABLE) -> str:
 def first_event_records(engine: Engine, event: Event, now_ms: int) -> list[tuple[bytes, bytes]]:
     """The users-table writes, in order, of the evaluate agent applying a user's first event.
 
-    Refuses events that send a trigger: their outbox entry would promise a trigger
-    record that no one produced.
+    Refuses events that send a trigger: the seeded state would say "fired" for a
+    trigger record that no one produced.
     """
     step = engine.apply(None, event, now_ms)
     if any(isinstance(a, Trigger) for a in step.actions):

@@ -65,19 +65,6 @@ class Fire(msgspec.Struct, array_like=True):
 CONVERTED, OPENED, CLICKED = 1, 2, 4
 
 
-class Pending(msgspec.Struct, array_like=True):
-    """A trigger record sent to Kafka but not yet known to be acknowledged.
-
-    The shell keeps it in the state (the outbox) until the worker that sent it
-    sees the ack; a worker that finds a pending record it did not send (after a
-    crash or a rebalance) sends it again, with the same trigger id.
-    """
-
-    trigger_id: str
-    due: int  # when to look at it again (wall-clock ms)
-    record: bytes
-
-
 class UserState(msgspec.Struct, kw_only=True, omit_defaults=True):
     user_id: str = field(name="u")
     profile: dict[str, Any] = field(default_factory=dict, name="p")
@@ -92,7 +79,6 @@ class UserState(msgspec.Struct, kw_only=True, omit_defaults=True):
     seen_ids: list[str] = field(default_factory=list, name="s")
     seen_ts: list[int] = field(default_factory=list, name="st")
     last_ts: int = field(default=0, name="t")  # largest event time applied
-    outbox: list[Pending] = field(default_factory=list, name="o")
     # The shell's audit timeline: the last decisions written to `<prefix>.decisions`,
     # kept here so an event costs one table write, not two (tables/timeline.py).
     recent: list[Decision] = field(default_factory=list, name="r")
@@ -101,14 +87,11 @@ class UserState(msgspec.Struct, kw_only=True, omit_defaults=True):
     indexed: int | None = field(default=None, name="ix")
 
     def next_deadline(self) -> int | None:
-        """The earliest armed deadline or outbox check (the timer index key), or None."""
+        """The earliest armed deadline (the timer index key), or None."""
         earliest: int | None = None
         for a in self.armed.values():  # a plain loop: usually 0-3 entries
             if earliest is None or a.deadline < earliest:
                 earliest = a.deadline
-        for p in self.outbox:
-            if earliest is None or p.due < earliest:
-                earliest = p.due
         return earliest
 
     def computed_cart_value(self) -> float:

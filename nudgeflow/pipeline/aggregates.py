@@ -5,8 +5,8 @@ Every worker reads `<prefix>.triggers`, `.decisions`, `.deliveries`,
 here, so each has the global picture: per-rule decision counters, per-variant
 experiment funnels (exposures -> sent -> delivered -> opened/clicked ->
 converted), dead-letter counts and a ring buffer of recent records for the
-console's live feed. Records can appear twice (the outbox re-sends a trigger
-with the same id after a crash), so funnel steps are counted once per trigger id.
+console's live feed. Records can appear twice (a crash replays a firing and
+sends the same trigger id again), so funnel steps are counted once per trigger id.
 """
 
 from __future__ import annotations

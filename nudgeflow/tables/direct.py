@@ -45,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -55,6 +55,7 @@ from faust.types import TP
 
 from nudgeflow.pipeline import metrics
 from nudgeflow.pipeline.producer import RecordSender
+from nudgeflow.tables.write_queue import Marker, Write, WriteQueue
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +67,6 @@ def _partition() -> int:
     return int(event.message.partition)
 
 
-@dataclass(slots=True)
-class _Write:
-    """One changelog record on its way to the broker and then to RocksDB."""
-
-    partition: int
-    key: bytes
-    value: bytes | None  # None: a delete (a tombstone, as Faust writes it)
-    future: Any = None  # the producer's ack future, once sent
-
-
 class DirectTable:
     """A Faust table's reads and writes for the partition of the current event."""
 
@@ -83,11 +74,13 @@ class DirectTable:
         self.table = table
         self.name = table.name
         self._sender = sender or RecordSender(table.app)
-        self._overlay: dict[bytes, _Write] = {}  # newest write per key not yet in RocksDB
-        self._queue: list[_Write] = []  # not yet handed to the producer
-        self._sent: dict[int, deque[_Write]] = {}  # partition -> sent, not yet in RocksDB
+        self._overlay: dict[bytes, Write] = {}  # newest write per key not yet in RocksDB
+        self._queue = WriteQueue(self._released, self._hold_failed)  # not yet sent
+        self._sent: dict[int, deque[Write]] = {}  # partition -> sent, not yet in RocksDB
         self._flushing = asyncio.Lock()  # one flush at a time keeps the changelog in order
         self._crashing: asyncio.Future[Any] | None = None  # app.crash() after a failed write
+        self._releasing: asyncio.Future[None] | None = None  # flush after a hold's ack
+        self._release_again = False
         self._sets = metrics.faust_table_operations.labels(table=self.name, operation="set")
         self._deletes = metrics.faust_table_operations.labels(table=self.name, operation="delete")
 
@@ -99,7 +92,7 @@ class DirectTable:
     @property
     def unapplied(self) -> int:
         """Writes not yet in RocksDB (queued, or sent and waiting for the broker's ack)."""
-        return len(self._queue) + sum(len(sent) for sent in self._sent.values())
+        return self._queue.writes + sum(len(sent) for sent in self._sent.values())
 
     def _db(self, partition: int) -> Any:
         return self.table.data._db_for_partition(partition)  # type: ignore[attr-defined]
@@ -110,9 +103,9 @@ class DirectTable:
         return default if value is None else value
 
     def _write(self, key: bytes, value: bytes | None) -> None:
-        write = _Write(_partition(), key, value)
+        write = Write(_partition(), key, value)
         self._overlay[key] = write
-        self._queue.append(write)
+        self._queue.write(write)
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self._write(key, value)
@@ -126,8 +119,20 @@ class DirectTable:
         self._deletes.inc()
         return value
 
+    def hold_until(self, future: asyncio.Future[Any]) -> None:
+        """Later writes of the current partition go out only once `future` succeeds.
+
+        For a trigger record: see tables/write_queue.py for why.
+        """
+        self._queue.hold(_partition(), future)
+
+    def after_sent(self, callback: Callable[[], Any]) -> None:
+        """Call back once every write made so far in the current partition is sent
+        (at once if none waits behind a hold): the agent acks its source record then."""
+        self._queue.mark(_partition(), callback)
+
     async def flush(self) -> None:
-        """Hand the queued changelog records to the producer, in order.
+        """Hand the queued changelog records that no hold blocks to the producer, in order.
 
         On a Kafka error the unsent rest stays queued (in order) and the error
         propagates; the caller retries `flush()`.
@@ -140,18 +145,43 @@ class DirectTable:
             if not self._queue:
                 return
             topic = self.table.changelog_topic.get_topic_name()
-            queue, self._queue = self._queue, []
-            for sent, write in enumerate(queue):
+            ready = self._queue.ready()
+            for sent, item in enumerate(ready):
+                if isinstance(item, Marker):
+                    item.callback()
+                    continue
                 try:
-                    write.future = await self._sender.send(
-                        topic, write.key, write.value, write.partition
+                    item.future = await self._sender.send(
+                        topic, item.key, item.value, item.partition
                     )
                 except BaseException:
-                    self._queue = queue[sent:] + self._queue
+                    self._queue.put_back(ready[sent:])
                     raise
-                in_flight = self._sent.setdefault(write.partition, deque())
-                in_flight.append(write)
-                write.future.add_done_callback(lambda _, p=write.partition: self._apply(p))
+                in_flight = self._sent.setdefault(item.partition, deque())
+                in_flight.append(item)
+                item.future.add_done_callback(lambda _, p=item.partition: self._apply(p))
+
+    def _released(self) -> None:
+        """A hold's record was acked: send what waited behind it (one flush at a time)."""
+        self._release_again = True
+        if self._releasing is None or self._releasing.done():
+            self._releasing = asyncio.ensure_future(self._flush_released())
+
+    async def _flush_released(self) -> None:
+        while self._release_again:
+            self._release_again = False
+            try:
+                await self.flush()
+            except Exception as exc:  # the agent's next flush tries again
+                log.warning("%s: sending released writes failed: %r", self.name, exc)
+                return
+
+    def _hold_failed(self, partition: int, error: BaseException) -> None:
+        """The record a hold waited for was given up on by the producer: what waits
+        behind it must never reach the changelog, so the worker stops and a restart
+        replays from what Kafka has (as for a failed changelog write, `_failed`)."""
+        log.error("%s[%d]: a held-for record failed: %r", self.name, partition, error)
+        self._crash(error)
 
     def _apply(self, partition: int) -> None:
         """Move the acknowledged front of a partition's sent writes into RocksDB."""
@@ -180,7 +210,7 @@ class DirectTable:
         batch.put(store.offset_key, str(offset).encode())
         db.write(batch)
 
-    def _failed(self, write: _Write) -> None:
+    def _failed(self, write: Write) -> None:
         """A changelog record the producer gave up on (after its own retries).
 
         RocksDB must not get it, nor anything after it in the partition, or the
@@ -192,6 +222,9 @@ class DirectTable:
         metrics.faust_send_errors.inc()
         log.error("changelog write to %s[%d] failed: %r", self.name, write.partition, error)
         self._sent.pop(write.partition, None)
+        self._crash(error)
+
+    def _crash(self, error: BaseException) -> None:
         app: Any = self.table.app
         self._crashing = asyncio.ensure_future(app.crash(error))
 
@@ -210,7 +243,7 @@ class DirectTable:
                 )
         for key in [k for k, w in self._overlay.items() if w.partition in partitions]:
             del self._overlay[key]
-        self._queue = [w for w in self._queue if w.partition not in partitions]
+        self._queue.drop(partitions)
 
     def attach(self, app: faust.App) -> DirectTable:
         """Follow the app's rebalances (mode signals: sender, *args, **kwargs)."""

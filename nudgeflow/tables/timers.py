@@ -1,6 +1,6 @@
 """The deadline-ordered timer index, kept in the user state table itself.
 
-One entry per user with something due (an armed rule or an outbox check):
+One entry per user with something due (an armed rule):
 key = b"\\x00" + 8-byte big-endian deadline (ms) + user id, value = b"1".
 User ids cannot start with a control character (the event parser refuses
 them), so all index keys sort before every user key, in deadline order: the

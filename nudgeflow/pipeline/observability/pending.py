@@ -6,9 +6,8 @@ a partition is scanned once, the first time it is seen after it was
 assigned here. A revoked partition's count is dropped (its next owner counts
 it), so the sum across workers is the cluster's pending timers.
 
-What is counted is index entries: normally one per user with an armed rule
-or an unsettled outbox entry; an entry left over by a crash counts until the
-firing path clears it.
+What is counted is index entries: normally one per user with an armed rule;
+an entry left over by a crash counts until the firing path clears it.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Faust's assignor knows every worker's partitions and web URL (the app's
 `canonical_url` is this web server), so a worker that does not own the
 partition forwards the request there, once (a forwarded request is always
 answered locally, so a stale assignment cannot loop). The view carries no
-secrets: no config, no tokens, no trigger bodies from the outbox.
+secrets: no config, no tokens, no trigger bodies.
 """
 
 from __future__ import annotations
@@ -74,10 +74,6 @@ def user_view(
         "profile": dict(state.profile) if state is not None else {},
         "cart": cart_view(state) if state is not None else None,
         "armed": armed,
-        "pending": [
-            {"trigger_id": p.trigger_id, "check_at": iso_utc(p.due)}
-            for p in (state.outbox if state is not None else [])
-        ],
         "last_fired": (
             {rule: iso_utc(ms) for rule, ms in sorted(state.last_fire.items())}
             if state is not None

@@ -81,7 +81,7 @@ def _variant(body: dict, name: str) -> dict:
 
 def test_a_trigger_written_twice_counts_once_and_feeds_once(agg: Aggregates) -> None:
     assert agg.on_trigger(trigger("t1", "a")) is not None
-    assert agg.on_trigger(trigger("t1", "a")) is None  # outbox re-send after a crash
+    assert agg.on_trigger(trigger("t1", "a")) is None  # sent again after a crash
     body = agg.experiment("cart")
     assert body is not None
     assert _variant(body, "a")["exposures"] == 1

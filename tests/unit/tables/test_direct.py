@@ -217,3 +217,92 @@ async def test_revocation_applies_what_is_acked_and_forgets_the_rest(
     assert table.get(b"cat") is None
     await table.flush()
     assert len(sender.sent) == 2
+
+
+def _future() -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().create_future()
+
+
+async def test_a_hold_keeps_later_writes_of_its_partition_until_the_record_is_acked(
+    store: _Store, direct_table: _Direct, partition: SimpleNamespace
+) -> None:
+    table, sender = direct_table.table, direct_table.sender
+    table[b"index-entry"] = b"1"
+    trigger_ack = _future()
+    table.hold_until(trigger_ack)  # a trigger record was sent for ana
+    table[b"ana"] = b"fired"
+    partition.partition = 1
+    table[b"bob"] = b"b"
+    await table.flush()
+
+    assert [key for key, *_ in sender.sent] == [b"index-entry", b"bob"]  # ana waits
+    assert table.get(b"ana") == b"fired"  # but is read at once
+    assert table.unapplied == 3
+
+    trigger_ack.set_result(SimpleNamespace(offset=0))
+    await _settle()  # the release flushes in the background
+    assert [key for key, *_ in sender.sent] == [b"index-entry", b"bob", b"ana"]
+    sender.ack(0, offset=1)
+    sender.ack(2, offset=2)
+    await _settle()
+    assert store._dbs[0].get(b"ana") == b"fired"
+
+
+async def test_the_source_record_is_acked_only_once_its_writes_are_sent(
+    direct_table: _Direct,
+) -> None:
+    table = direct_table.table
+    acked: list[str] = []
+    table.after_sent(lambda: acked.append("nothing written"))
+    assert acked == ["nothing written"]  # at once
+
+    trigger_ack = _future()
+    table.hold_until(trigger_ack)
+    table[b"ana"] = b"fired"
+    table.after_sent(lambda: acked.append("ana's event"))
+    await table.flush()
+    assert acked == ["nothing written"]
+
+    trigger_ack.set_result(SimpleNamespace(offset=0))
+    await _settle()
+    assert acked == ["nothing written", "ana's event"]
+    assert [key for key, *_ in direct_table.sender.sent] == [b"ana"]
+
+
+async def test_a_failed_held_for_record_crashes_the_worker_and_its_writes_never_go_out(
+    store: _Store, direct_table: _Direct
+) -> None:
+    table, app = direct_table.table, direct_table.app
+    trigger_ack = _future()
+    table.hold_until(trigger_ack)
+    table[b"ana"] = b"fired"
+    acked: list[bool] = []
+    table.after_sent(lambda: acked.append(True))
+    await table.flush()
+
+    error = RuntimeError("trigger record given up on")
+    trigger_ack.set_exception(error)
+    await _settle()
+    await table.flush()
+
+    assert app.crashed == [error]  # once, however often it is flushed
+    assert direct_table.sender.sent == []
+    assert acked == []  # the event is not committed: a restart replays it
+
+
+async def test_revocation_drops_held_writes_and_their_acks(
+    direct_table: _Direct, partition: SimpleNamespace
+) -> None:
+    table = direct_table.table
+    table.hold_until(_future())
+    table[b"ana"] = b"fired"
+    acked: list[bool] = []
+    table.after_sent(lambda: acked.append(True))
+
+    table.revoked({0})
+    await table.flush()
+
+    assert table.get(b"ana") is None
+    assert table.unapplied == 0
+    assert direct_table.sender.sent == []
+    assert acked == []  # the new owner replays the record

@@ -1,0 +1,140 @@
+"""Changelog writes waiting to be sent, some held back until another record is acked.
+
+Why hold a write: a state that says "fired" must never be in the changelog
+while the trigger record it fired is not in Kafka. If it were, a kill -9
+between the two acks would leave a restarted worker with a state that will
+not fire again and no trigger record: a lost reminder. So the agent puts a
+*hold* on the user's partition when it sends a trigger record, and every write
+queued after it (the user's new state, its timer-index changes, and anything
+later in that partition, which keeps the changelog in order) waits for the
+trigger's ack. A crash then leaves either both or only the trigger, and the
+replayed event or timer sends the same trigger id again, which the deliver
+agent drops.
+
+The source record is acknowledged to Faust (so its offset can be committed)
+only once its writes are sent: a *marker* in the queue calls back then. Until
+then a crash replays the record.
+
+Holds cost no extra records and no CPU on the hot path: a held partition only
+waits one broker round trip, and other partitions go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class Write:
+    """One changelog record on its way to the broker and then to RocksDB."""
+
+    partition: int
+    key: bytes
+    value: bytes | None  # None: a delete (a tombstone, as Faust writes it)
+    future: Any = None  # the producer's ack future, once sent
+
+
+@dataclass(slots=True)
+class Hold:
+    """Later items of the partition wait until `future` (another record's ack) succeeds."""
+
+    partition: int
+    future: asyncio.Future[Any]
+    watched: bool = False  # a done-callback is on the future
+    reported: bool = False  # its failure went to `on_failed`
+
+
+@dataclass(slots=True)
+class Marker:
+    """`callback` runs once every earlier write of the partition has been sent."""
+
+    partition: int
+    callback: Callable[[], Any]
+
+
+Item = Write | Hold | Marker
+
+
+class WriteQueue:
+    """Items in the order they were made; `ready()` releases what no hold blocks."""
+
+    def __init__(
+        self,
+        on_release: Callable[[], None],
+        on_failed: Callable[[int, BaseException], None],
+    ) -> None:
+        self._items: list[Item] = []
+        self._on_release = on_release  # a hold's record was acked: flush again
+        self._on_failed = on_failed  # a hold's record failed: its writes must never go out
+        self.writes = 0  # Write items queued (for `DirectTable.unapplied`)
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def write(self, write: Write) -> None:
+        self._items.append(write)
+        self.writes += 1
+
+    def hold(self, partition: int, future: asyncio.Future[Any]) -> None:
+        self._items.append(Hold(partition, future))
+
+    def mark(self, partition: int, callback: Callable[[], Any]) -> None:
+        """Call back now if nothing of the partition is queued, else after its writes."""
+        if any(item.partition == partition for item in self._items):
+            self._items.append(Marker(partition, callback))
+        else:
+            callback()
+
+    def ready(self) -> list[Write | Marker]:
+        """Take, in order, every write and marker that no pending hold blocks.
+
+        A partition is blocked from its first hold whose record is not acked yet
+        (or failed) to the end of the queue; the blocked items stay queued in order.
+        """
+        items, self._items = self._items, []
+        blocked: set[int] = set()
+        out: list[Write | Marker] = []
+        for item in items:
+            if item.partition in blocked:
+                self._items.append(item)
+            elif isinstance(item, Hold):
+                if self._passed(item):
+                    continue
+                blocked.add(item.partition)
+                self._items.append(item)
+            else:
+                out.append(item)
+                if isinstance(item, Write):
+                    self.writes -= 1
+        return out
+
+    def put_back(self, items: list[Write | Marker]) -> None:
+        """Items `ready()` gave out but that could not be sent: first again, in order."""
+        self.writes += sum(isinstance(item, Write) for item in items)
+        self._items[:0] = items
+
+    def drop(self, partitions: set[int]) -> None:
+        """Forget everything of these partitions (revoked: the new owner replays them)."""
+        kept = [item for item in self._items if item.partition not in partitions]
+        self.writes -= sum(
+            isinstance(item, Write) for item in self._items if item.partition in partitions
+        )
+        self._items = kept
+
+    def _passed(self, hold: Hold) -> bool:
+        future = hold.future
+        if not future.done():
+            if not hold.watched:
+                hold.watched = True
+                future.add_done_callback(lambda _: self._on_release())
+            return False
+        error = asyncio.CancelledError() if future.cancelled() else future.exception()
+        if error is None:
+            return True
+        if not hold.reported:  # once; the partition stays blocked
+            hold.reported = True
+            self._on_failed(hold.partition, error)
+        return False
