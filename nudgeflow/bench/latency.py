@@ -22,15 +22,17 @@ import msgspec
 from aiohttp import web
 
 from nudgeflow.bench import configs
-from nudgeflow.bench.kafka_io import Received, produce_paced, provision, read_topic
+from nudgeflow.bench.kafka_io import Received, produce_bulk, produce_paced, provision, read_topic
 from nudgeflow.bench.results import Figure, Result, percentile, rounded
 from nudgeflow.bench.session import BenchSession
+from nudgeflow.bench.throughput import measure_drain
 from nudgeflow.bench.workloads import Keyed, keyed
 from nudgeflow.kafka.broker import free_port
 
 log = logging.getLogger(__name__)
 
 WARMUP_S = 1.0  # an unmeasured burst first, so connections and caches are warm
+CAPACITY_PINGS = 10_000  # pre-produced pings a fresh worker drains as fast as it can
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,11 +148,36 @@ def _figures(rate: int, timings: dict[str, Timing], expected: int) -> dict[str, 
     }
 
 
+async def capacity(session: BenchSession, pings: int = CAPACITY_PINGS) -> dict[str, Figure]:
+    """The rate the paced runs are up against: a worker draining pre-produced pings.
+
+    Above it a paced run only measures queueing; below it, how close to it the rate is
+    tells how much of the latency is queueing (docs/performance.md, "Latency").
+    """
+    prefix = session.prefix("capacity")
+    await provision(session.bootstrap, prefix, session.partitions)
+    made = Pings("cap")
+    now_ms = int(time.time() * 1000)
+    await produce_bulk(
+        session.bootstrap, f"{prefix}.events", (made.make(n, now_ms) for n in range(pings))
+    )
+    config = configs.write_config(session.workdir, "capacity", configs.latency_config(None))
+    worker = session.worker(config, prefix, roles=("evaluate",))
+    drained = await asyncio.to_thread(measure_drain, worker, pings, 300, None)
+    worker.stop()
+    log.info("latency: capacity %s", drained)
+    return {
+        "capacity_events_per_s": rounded(drained.per_s),
+        "capacity_events_per_cpu_s": rounded(drained.per_cpu_s),
+    }
+
+
 async def run(
     session: BenchSession, rates: tuple[int, ...], seconds: float, webhook_rate: int
 ) -> list[Result]:
     bootstrap = session.bootstrap
     results: list[Result] = []
+    ceiling = await capacity(session)
     prefix = session.prefix("latency")
     await provision(bootstrap, prefix, session.partitions)
     config = configs.write_config(session.workdir, "latency", configs.latency_config(None))
@@ -162,7 +189,10 @@ async def run(
         figures = _figures(rate, got, int(rate * seconds))
         log.info("latency: %s", figures)
         results.append(
-            Result("latency", {**figures, "webhook_p50_ms": None, "webhook_p99_ms": None})
+            Result(
+                "latency",
+                {**figures, "webhook_p50_ms": None, "webhook_p99_ms": None, **ceiling},
+            )
         )
     worker.stop()
 
@@ -182,7 +212,7 @@ async def run(
     figures["webhook_p50_ms"] = rounded(percentile(hooked, 50))
     figures["webhook_p99_ms"] = rounded(percentile(hooked, 99))
     log.info("latency (with webhooks): %s", figures)
-    results.append(Result("latency", figures))
+    results.append(Result("latency", {**figures, **ceiling}))
     return results
 
 

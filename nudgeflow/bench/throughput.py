@@ -42,7 +42,7 @@ async def run(session: BenchSession, events: int = 200_000, users: int = 100_000
     )  # fmt: skip
     log.info("throughput: bare Faust agent %s", bare)
     worker = session.worker(configs.default_config(), prefix, roles=("evaluate",))
-    ours = await asyncio.to_thread(_measure_worker, worker, events, timeout, session.profile_dir)
+    ours = await asyncio.to_thread(measure_drain, worker, events, timeout, session.profile_dir)
     worker.stop()
     log.info("throughput: nudgeflow evaluate %s", ours)
     return Result(
@@ -67,7 +67,7 @@ def _processed(worker: BenchWorker) -> float:
     return sum(worker.metric(name) for name in PROCESSED)
 
 
-def _measure_worker(
+def measure_drain(
     worker: BenchWorker, events: int, timeout: float, profile_dir: Path | None
 ) -> Rate:
     """Start the worker on the pre-produced events; rate between the first poll that saw
