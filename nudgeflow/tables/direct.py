@@ -26,9 +26,11 @@ Also safe:
 * Order: one producer, queued writes sent in order, so each changelog
   partition gets them in the order they were made (the timer index relies on
   it, tables/timers.py).
-* At-least-once: the agent flushes before it takes the next record, and
-  Faust flushes the producer before it commits a source offset, so a committed
-  offset never runs ahead of its changelog records.
+* At-least-once: the evaluate agent acknowledges a source record only once
+  its writes are handed to the producer (`after_sent`), and Faust flushes the
+  producer before it commits, so a committed offset never runs ahead of its
+  changelog records. Writes may wait behind a *hold* (`hold_until`, the ack of
+  a trigger record): tables/write_queue.py says why.
 * Rebalance: Faust waits for the agents and flushes the producer before it
   revokes partitions, so every write of a revoked partition is in RocksDB
   before the partition moves; whatever is left then is dropped.
@@ -146,20 +148,24 @@ class DirectTable:
                 return
             topic = self.table.changelog_topic.get_topic_name()
             ready = self._queue.ready()
-            for sent, item in enumerate(ready):
-                if isinstance(item, Marker):
-                    item.callback()
-                    continue
-                try:
-                    item.future = await self._sender.send(
-                        topic, item.key, item.value, item.partition
-                    )
-                except BaseException:
-                    self._queue.put_back(ready[sent:])
-                    raise
-                in_flight = self._sent.setdefault(item.partition, deque())
-                in_flight.append(item)
-                item.future.add_done_callback(lambda _, p=item.partition: self._apply(p))
+            try:
+                await self._send(topic, ready)
+            finally:
+                self._queue.sent()
+
+    async def _send(self, topic: str, ready: list[Write | Marker]) -> None:
+        for sent, item in enumerate(ready):
+            if isinstance(item, Marker):
+                item.callback()
+                continue
+            try:
+                item.future = await self._sender.send(topic, item.key, item.value, item.partition)
+            except BaseException:
+                self._queue.put_back(ready[sent:])
+                raise
+            in_flight = self._sent.setdefault(item.partition, deque())
+            in_flight.append(item)
+            item.future.add_done_callback(lambda _, p=item.partition: self._apply(p))
 
     def _released(self) -> None:
         """A hold's record was acked: send what waited behind it (one flush at a time)."""

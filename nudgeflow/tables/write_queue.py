@@ -70,6 +70,7 @@ class WriteQueue:
         self._on_release = on_release  # a hold's record was acked: flush again
         self._on_failed = on_failed  # a hold's record failed: its writes must never go out
         self.writes = 0  # Write items queued (for `DirectTable.unapplied`)
+        self._sending: set[int] = set()  # partitions of items `ready()` gave out, not yet done
 
     def __bool__(self) -> bool:
         return bool(self._items)
@@ -82,8 +83,12 @@ class WriteQueue:
         self._items.append(Hold(partition, future))
 
     def mark(self, partition: int, callback: Callable[[], Any]) -> None:
-        """Call back now if nothing of the partition is queued, else after its writes."""
-        if any(item.partition == partition for item in self._items):
+        """Call back now if nothing of the partition is queued or being sent, else after
+        its writes. Markers of a partition so run in order: Faust commits a source
+        partition up to its first unacknowledged offset, and must see its acks in order
+        (its gap check lets one unacknowledged offset right after the committed one
+        through: `Consumer._new_offset`)."""
+        if partition in self._sending or any(item.partition == partition for item in self._items):
             self._items.append(Marker(partition, callback))
         else:
             callback()
@@ -109,7 +114,12 @@ class WriteQueue:
                 out.append(item)
                 if isinstance(item, Write):
                     self.writes -= 1
+        self._sending = {item.partition for item in out}
         return out
+
+    def sent(self) -> None:
+        """The items of the last `ready()` are sent, called or put back."""
+        self._sending = set()
 
     def put_back(self, items: list[Write | Marker]) -> None:
         """Items `ready()` gave out but that could not be sent: first again, in order."""

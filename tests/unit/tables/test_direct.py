@@ -35,10 +35,13 @@ class _Sender:
 
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, bytes | None, int, asyncio.Future[Any]]] = []
+        self.paused: asyncio.Event | None = None  # set: send() waits for it (a full buffer)
 
     async def send(
         self, topic: str, key: bytes, value: bytes | None, partition: int
     ) -> asyncio.Future[Any]:
+        if self.paused is not None:
+            await self.paused.wait()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.sent.append((key, value, partition, future))
         return future
@@ -306,3 +309,25 @@ async def test_revocation_drops_held_writes_and_their_acks(
     assert table.unapplied == 0
     assert direct_table.sender.sent == []
     assert acked == []  # the new owner replays the record
+
+
+async def test_acks_stay_in_order_while_a_flush_is_still_sending_the_partition(
+    direct_table: _Direct,
+) -> None:
+    """Faust must see a partition's acks in order: a record that wrote nothing is
+    acknowledged after an earlier record whose writes a flush is still sending."""
+    table, sender = direct_table.table, direct_table.sender
+    acked: list[str] = []
+    table[b"ana"] = b"v1"
+    table.after_sent(lambda: acked.append("first"))
+    sender.paused = asyncio.Event()
+    sending = asyncio.create_task(table.flush())
+    await _settle()  # the flush waits inside send()
+
+    table.after_sent(lambda: acked.append("second, wrote nothing"))
+    assert acked == []
+
+    sender.paused.set()
+    await sending
+    await table.flush()
+    assert acked == ["first", "second, wrote nothing"]
