@@ -36,7 +36,9 @@ def _broker(address: str | None) -> Iterator[str]:
     from nudgeflow.kafka.broker import LocalKafka
 
     click.echo("starting a local Kafka broker for the bench...", err=True)
-    with LocalKafka() as kafka:
+    # The full JIT: the broker shares the two cores with the worker it measures, and C2
+    # code needs about half the CPU per request of C1 (docs/performance.md, run 8).
+    with LocalKafka(heap="1g", full_jit=True) as kafka:
         yield kafka.bootstrap
 
 

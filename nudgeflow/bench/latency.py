@@ -15,14 +15,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
 from aiohttp import web
 
 from nudgeflow.bench import configs
-from nudgeflow.bench.kafka_io import Received, produce_bulk, produce_paced, provision, read_topic
+from nudgeflow.bench.kafka_io import (
+    KeysSeen,
+    Received,
+    produce_bulk,
+    produce_paced,
+    provision,
+    read_topic,
+)
 from nudgeflow.bench.results import Figure, Result, percentile, rounded
 from nudgeflow.bench.session import BenchSession
 from nudgeflow.bench.throughput import measure_drain
@@ -76,13 +82,6 @@ class Pings:
         return out
 
 
-def _expecting(pings: Pings, count: int) -> Callable[[list[Received]], bool]:
-    def done(records: list[Received]) -> bool:
-        return len({r.key for r in records if r.key in pings.sent_ms}) >= count
-
-    return done
-
-
 async def paced_run(
     bootstrap: str, prefix: str, partitions: int, tag: str, rate: int, seconds: float
 ) -> dict[str, Timing]:
@@ -95,7 +94,7 @@ async def paced_run(
             bootstrap,
             f"{prefix}.triggers",
             partitions,
-            until=_expecting(pings, expected),
+            until=KeysSeen(pings.sent_ms, expected),
             timeout=seconds + 180,
             started=started,
         )

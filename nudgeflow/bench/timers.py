@@ -27,7 +27,7 @@ from typing import Any
 from rocksdict import Options, Rdict, WriteBatch
 
 from nudgeflow.bench import configs, seed
-from nudgeflow.bench.kafka_io import Received, produce_bulk, provision, read_topic
+from nudgeflow.bench.kafka_io import KeysSeen, produce_bulk, provision, read_topic
 from nudgeflow.bench.results import Figure, Result, percentile, rounded
 from nudgeflow.bench.session import BenchSession
 from nudgeflow.bench.worker_proc import wait_for_metric
@@ -173,7 +173,7 @@ async def live_lateness(session: BenchSession, pending: int, fire: int) -> list[
             bootstrap,
             f"{prefix}.triggers",
             session.partitions,
-            until=lambda got: _fired(got, deadlines) >= fire,
+            until=KeysSeen(deadlines, fire),
             timeout=(first / 1000 - time.time()) + FIRE_SPREAD_MS / 1000 + 180,
         )
     )
@@ -185,10 +185,6 @@ async def live_lateness(session: BenchSession, pending: int, fire: int) -> list[
         if r.key in deadlines and r.key not in late:
             late[r.key] = max(0.0, (r.timestamp_ms - deadlines[r.key]) / 1000)
     return list(late.values())
-
-
-def _fired(records: list[Received], deadlines: dict[bytes, int]) -> int:
-    return len({r.key for r in records if r.key in deadlines})
 
 
 async def run(

@@ -99,6 +99,7 @@ class LocalKafka:
         version: str = DEFAULT_VERSION,
         heap: str = "512m",
         num_partitions: int = 4,
+        full_jit: bool = False,
         cache_dir: Path | None = None,
     ) -> None:
         self.version = version
@@ -106,6 +107,7 @@ class LocalKafka:
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
         self.heap = heap
+        self.full_jit = full_jit
         self.num_partitions = num_partitions
         self._temp = data_dir is None
         self._data_dir: Path | None = Path(data_dir) if data_dir is not None else None
@@ -133,6 +135,7 @@ class LocalKafka:
             controller_port=self.controller_port,
             num_partitions=self.num_partitions,
             heap=self.heap,
+            full_jit=self.full_jit,
         )
 
     @property

@@ -30,6 +30,10 @@ class BrokerConfig:
     host: str = "127.0.0.1"
     num_partitions: int = 4
     heap: str = "512m"
+    # C1 only (the default) starts the JVM fastest, which tests and `nudgeflow dev` want;
+    # the full JIT (C2) takes longer to warm up and then needs less CPU per request, which
+    # a benchmark sharing two cores with the broker wants (docs/performance.md, run 8).
+    full_jit: bool = False
     retention_hours: int = 24
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -159,9 +163,10 @@ def log4j2_properties(log_path: Path) -> str:
 def jvm_options(
     cfg: BrokerConfig, cds: Path | None = None, dump_cds: Path | None = None
 ) -> list[str]:
-    """A small JVM: one heap size, the serial collector, C1 only (starts faster and is
-    plenty for a development broker). `cds` is a class-data-sharing archive of the broker's
-    classes (cuts start time by about a third); `dump_cds` writes one when the JVM exits."""
+    """A small JVM: one heap size, the serial collector, C1 only unless `cfg.full_jit` (C1
+    starts faster and is plenty for a development broker). `cds` is a class-data-sharing
+    archive of the broker's classes (cuts start time by about a third); `dump_cds` writes
+    one when the JVM exits."""
     sharing = []
     if cds is not None:
         sharing.append(f"-XX:SharedArchiveFile={cds}")
@@ -172,7 +177,7 @@ def jvm_options(
         f"-Xms{cfg.heap}",
         f"-Xmx{cfg.heap}",
         "-XX:+UseSerialGC",
-        "-XX:TieredStopAtLevel=1",
+        *([] if cfg.full_jit else ["-XX:TieredStopAtLevel=1"]),
         "-Xss512k",
         "-XX:+ExitOnOutOfMemoryError",
         "-Djava.awt.headless=true",

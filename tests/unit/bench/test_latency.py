@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from nudgeflow.bench.kafka_io import Received
+from nudgeflow.bench.kafka_io import KeysSeen, Received
 from nudgeflow.bench.latency import Pings
 
 
@@ -39,3 +39,11 @@ def test_events_without_a_trigger_have_no_sample() -> None:
     pings = Pings("x")
     pings.make(0, 5)
     assert pings.timings([]) == {}
+
+
+def test_the_reader_stops_once_every_wanted_key_was_seen_counting_each_once() -> None:
+    done = KeysSeen({b"a": 1, b"b": 2}, count=2)
+    assert done([]) is False
+    assert done([_trigger(b"a", "t0", 1), _trigger(b"a", "t0", 2)]) is False  # a twice
+    assert done([_trigger(b"other", "tx", 3)]) is False  # not wanted
+    assert done([_trigger(b"b", "t1", 4)]) is True  # only the new batch is passed

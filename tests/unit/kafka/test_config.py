@@ -83,6 +83,11 @@ def test_jvm_options_heap_gc_and_logging() -> None:
     assert not any("SharedArchiveFile" in o or "ArchiveClassesAtExit" in o for o in opts)
 
 
+def test_jvm_options_c1_only_unless_the_full_jit_is_asked_for() -> None:
+    assert "-XX:TieredStopAtLevel=1" in kc.jvm_options(_cfg())
+    assert not any("TieredStopAtLevel" in o for o in kc.jvm_options(_cfg(full_jit=True)))
+
+
 def test_jvm_options_class_data_sharing() -> None:
     use = kc.jvm_options(_cfg(), cds=Path("/c/k.jsa"), dump_cds=Path("/c/tmp.jsa"))
     assert "-XX:SharedArchiveFile=/c/k.jsa" in use
