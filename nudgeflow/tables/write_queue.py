@@ -23,6 +23,7 @@ partitions go on.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -60,28 +61,37 @@ Item = Write | Hold | Marker
 
 
 class WriteQueue:
-    """Items in the order they were made; `ready()` releases what no hold blocks."""
+    """Items per partition, in the order they were made; `ready()` releases what no hold
+    blocks. Per partition because order only matters within one (each changelog
+    partition is its own log), and so a blocked partition costs the others nothing:
+    marking and releasing never walk items that are still held."""
 
     def __init__(
         self,
         on_release: Callable[[], None],
         on_failed: Callable[[int, BaseException], None],
     ) -> None:
-        self._items: list[Item] = []
+        self._parts: dict[int, deque[Item]] = {}  # partition -> its items, oldest first
         self._on_release = on_release  # a hold's record was acked: flush again
         self._on_failed = on_failed  # a hold's record failed: its writes must never go out
         self.writes = 0  # Write items queued (for `DirectTable.unapplied`)
         self._sending: set[int] = set()  # partitions of items `ready()` gave out, not yet done
 
     def __bool__(self) -> bool:
-        return bool(self._items)
+        return bool(self._parts)
+
+    def _queue(self, item: Item) -> None:
+        part = self._parts.get(item.partition)
+        if part is None:
+            part = self._parts[item.partition] = deque()
+        part.append(item)
 
     def write(self, write: Write) -> None:
-        self._items.append(write)
+        self._queue(write)
         self.writes += 1
 
     def hold(self, partition: int, future: asyncio.Future[Any]) -> None:
-        self._items.append(Hold(partition, future))
+        self._queue(Hold(partition, future))
 
     def mark(self, partition: int, callback: Callable[[], Any]) -> None:
         """Call back now if nothing of the partition is queued or being sent, else after
@@ -89,32 +99,30 @@ class WriteQueue:
         partition up to its first unacknowledged offset, and must see its acks in order
         (its gap check lets one unacknowledged offset right after the committed one
         through: `Consumer._new_offset`)."""
-        if partition in self._sending or any(item.partition == partition for item in self._items):
-            self._items.append(Marker(partition, callback))
+        if partition in self._sending or partition in self._parts:
+            self._queue(Marker(partition, callback))
         else:
             callback()
 
     def ready(self) -> list[Write | Marker]:
-        """Take, in order, every write and marker that no pending hold blocks.
-
-        A partition is blocked from its first hold whose record is not acked yet
-        (or failed) to the end of the queue; the blocked items stay queued in order.
-        """
-        items, self._items = self._items, []
-        blocked: set[int] = set()
+        """Take, partition by partition in order, every write and marker up to the
+        partition's first hold whose record is not acked yet (or failed); the rest of
+        that partition stays queued in order."""
         out: list[Write | Marker] = []
-        for item in items:
-            if item.partition in blocked:
-                self._items.append(item)
-            elif isinstance(item, Hold):
-                if self._passed(item):
-                    continue
-                blocked.add(item.partition)
-                self._items.append(item)
-            else:
-                out.append(item)
-                if isinstance(item, Write):
-                    self.writes -= 1
+        for partition in list(self._parts):
+            part = self._parts[partition]
+            while part:
+                item = part[0]
+                if isinstance(item, Hold):
+                    if not self._passed(item):
+                        break
+                else:
+                    out.append(item)
+                    if isinstance(item, Write):
+                        self.writes -= 1
+                part.popleft()
+            if not part:
+                del self._parts[partition]
         self._sending = {item.partition for item in out}
         return out
 
@@ -124,16 +132,20 @@ class WriteQueue:
 
     def put_back(self, items: list[Write | Marker]) -> None:
         """Items `ready()` gave out but that could not be sent: first again, in order."""
-        self.writes += sum(isinstance(item, Write) for item in items)
-        self._items[:0] = items
+        for item in reversed(items):
+            part = self._parts.get(item.partition)
+            if part is None:
+                part = self._parts[item.partition] = deque()
+            part.appendleft(item)
+            if isinstance(item, Write):
+                self.writes += 1
 
     def drop(self, partitions: set[int]) -> None:
         """Forget everything of these partitions (revoked: the new owner replays them)."""
-        kept = [item for item in self._items if item.partition not in partitions]
-        self.writes -= sum(
-            isinstance(item, Write) for item in self._items if item.partition in partitions
-        )
-        self._items = kept
+        for partition in partitions:
+            part = self._parts.pop(partition, None)
+            if part:
+                self.writes -= sum(isinstance(item, Write) for item in part)
 
     def _passed(self, hold: Hold) -> bool:
         future = hold.future
