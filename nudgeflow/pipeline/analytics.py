@@ -33,12 +33,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BANDIT_REFRESH_S = 2.0
-# Fetch in bulk: the broker answers once 64 KB are waiting or 250 ms have passed.
-# Record by record (aiokafka's default, an answer as soon as one byte is there),
-# reading back the audit records cost an evaluate worker a third of its CPU at
-# 800 triggers/s (docs/performance.md, run 8); the console can be 250 ms behind.
-FETCH_MIN_BYTES = 64 * 1024
-FETCH_MAX_WAIT_MS = 250
+# Read in bulk: once caught up, wait this long between polls so records gather.
+# Polling as they come (each fetch answered as soon as one byte is there) cost an
+# evaluate worker a third of its CPU at 800 triggers/s (docs/performance.md, run 8);
+# the console can be 250 ms behind. (The broker-side alternative, fetch_min_bytes,
+# left one worker's analytics without the deliveries topic for a minute:
+# tests/integration/audit/test_user_timeline.py.)
+POLL_INTERVAL_S = 0.25
 SUBSCRIBER_QUEUE = 1000
 
 _decode_trigger = msgspec.json.Decoder(Trigger).decode
@@ -128,8 +129,6 @@ class Analytics(Service):
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             metadata_max_age_ms=5000,
-            fetch_min_bytes=FETCH_MIN_BYTES,
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         await self._consumer.start()
 
@@ -147,6 +146,8 @@ class Analytics(Service):
             for records in batches.values():
                 for record in records:
                     self.handle(record)
+            if self.caught_up:
+                await asyncio.sleep(POLL_INTERVAL_S)
             if not self.caught_up:
                 assignment = consumer.assignment()
                 if targets is None and assignment:
