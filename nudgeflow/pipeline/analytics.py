@@ -33,13 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BANDIT_REFRESH_S = 2.0
-# Read in bulk: once caught up, wait this long between polls so records gather.
-# Polling as they come (each fetch answered as soon as one byte is there) cost an
-# evaluate worker a third of its CPU at 800 triggers/s (docs/performance.md, run 8);
-# the console can be 250 ms behind. (The broker-side alternative, fetch_min_bytes,
-# left one worker's analytics without the deliveries topic for a minute:
-# tests/integration/audit/test_user_timeline.py.)
-POLL_INTERVAL_S = 0.25
 SUBSCRIBER_QUEUE = 1000
 
 _decode_trigger = msgspec.json.Decoder(Trigger).decode
@@ -146,8 +139,6 @@ class Analytics(Service):
             for records in batches.values():
                 for record in records:
                     self.handle(record)
-            if self.caught_up:
-                await asyncio.sleep(POLL_INTERVAL_S)
             if not self.caught_up:
                 assignment = consumer.assignment()
                 if targets is None and assignment:
