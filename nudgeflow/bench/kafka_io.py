@@ -159,7 +159,6 @@ class Received:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int  # the record's CreateTime: when its producer sent it
-    arrived_s: float  # time.time() when this consumer got it
 
 
 class KeysSeen:
@@ -212,8 +211,7 @@ async def read_topic(
         done = until([])
         while time.monotonic() < deadline and not done:
             batch = await consumer.getmany(timeout_ms=100, max_records=5000)
-            now = time.time()
-            new = [Received(m.key, m.value, m.timestamp, now) for ms in batch.values() for m in ms]
+            new = [Received(m.key, m.value, m.timestamp) for ms in batch.values() for m in ms]
             out.extend(new)
             done = until(new)
     finally:

@@ -10,7 +10,7 @@ from nudgeflow.bench.latency import Pings
 
 def _trigger(key: bytes, trigger_id: str, ts: int) -> Received:
     value = msgspec.json.encode({"trigger_id": trigger_id, "user_id": key.decode()})
-    return Received(key=key, value=value, timestamp_ms=ts, arrived_s=0.0)
+    return Received(key=key, value=value, timestamp_ms=ts)
 
 
 def test_each_event_is_matched_to_its_first_trigger_record() -> None:
