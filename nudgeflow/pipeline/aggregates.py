@@ -7,6 +7,9 @@ experiment funnels (exposures -> sent -> delivered -> opened/clicked ->
 converted), dead-letter counts and a ring buffer of recent records for the
 console's live feed. Records can appear twice (a crash replays a firing and
 sends the same trigger id again), so funnel steps are counted once per trigger id.
+Nothing orders one topic against another: a delivery can be read before the
+trigger it attributes to (a catch-up from the beginning, a bulk fetch), so it
+waits in `_early` until that trigger arrives.
 """
 
 from __future__ import annotations
@@ -61,6 +64,12 @@ class _Recent:
         self._new[h] = value
         return True
 
+    def pop(self, key: Hashable) -> Any:
+        """Forget `key`; returns its value (None if it was not there)."""
+        h = hash(key)
+        found = self._new.pop(h, None)
+        return self._old.pop(h, None) if found is None else found
+
 
 def trigger_item(t: Trigger) -> FeedItem:
     return {
@@ -110,6 +119,7 @@ class Aggregates:
         self._triggers = _Recent(memory)  # trigger id -> (rule, variant), shared pairs
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
         self._delivered = _Recent(memory)
+        self._early = _Recent(memory)  # delivered trigger ids whose trigger is not read yet
         self._engaged = _Recent(memory)  # (trigger id, kind)
         for rule in rules:
             if rule.experiment is not None:
@@ -132,6 +142,8 @@ class Aggregates:
         c.exposures += 1
         if t.send:
             c.sent += 1
+        if self._early.pop(t.trigger_id):
+            c.delivered += 1
         item = trigger_item(t)
         self.feed.append(item)
         return item
@@ -146,7 +158,9 @@ class Aggregates:
         if a.outcome != "delivered" or not self._delivered.add(a.trigger_id):
             return
         known = self._triggers.get(a.trigger_id)
-        if known is not None:
+        if known is None:
+            self._early.add(a.trigger_id)
+        else:
             self._counts(*known).delivered += 1
 
     def on_conversion(self, c: Conversion) -> None:
