@@ -33,6 +33,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BANDIT_REFRESH_S = 2.0
+# Fetch in bulk: the broker answers once 64 KB are waiting or 250 ms have passed.
+# Record by record (aiokafka's default, an answer as soon as one byte is there),
+# reading back the audit records cost an evaluate worker a third of its CPU at
+# 800 triggers/s (docs/performance.md, runs 8 and 9); the console can be 250 ms
+# behind. Bulk fetches return several topics at once: `Aggregates` copes with a
+# delivery read before its trigger.
+FETCH_MIN_BYTES = 64 * 1024
+FETCH_MAX_WAIT_MS = 250
 SUBSCRIBER_QUEUE = 1000
 
 _decode_trigger = msgspec.json.Decoder(Trigger).decode
@@ -122,6 +130,8 @@ class Analytics(Service):
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             metadata_max_age_ms=5000,
+            fetch_min_bytes=FETCH_MIN_BYTES,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         await self._consumer.start()
 
