@@ -4,6 +4,8 @@ The worker (jump_worker.py) moves its aiokafka fetch position from 10 to 20 once
 as a batch fetched from a stale position does after a restart. Faust's own
 consumer takes the jump for a compaction gap and never hands out 10..19;
 ours seeks back and hands out every record.
+
+Its fetch settings are checked on a consumer started against the real broker.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from nudgeflow.pipeline import consumer
+from nudgeflow.pipeline.app import create_app
+from nudgeflow.pipeline.settings import WorkerSettings
 from tests.fixtures.kafka import create_topics, produce, unique_name
 from tests.fixtures.workers import ARTIFACTS, stop_group
 
@@ -89,3 +94,20 @@ async def test_faust_alone_skips_them(kafka_bootstrap: str, tmp_path: Path) -> N
     seen = await _run(kafka_bootstrap, tmp_path, gapless=False)
     assert set(range(JUMP_AT + 1, JUMP_TO)).isdisjoint(seen), seen
     assert set(range(JUMP_TO, TOTAL)) <= set(seen), seen
+
+
+async def test_a_busy_partition_is_not_left_out_of_fetches_held_for_idle_ones(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """aiokafka leaves a partition out of the next fetch once its records wait 100 ms;
+    with Faust's 1.5 s hold on a fetch of idle partitions, its records then waited that."""
+    app = create_app(WorkerSettings(broker=kafka_bootstrap, app_id="t", data_dir=tmp_path))
+    thread = app.consumer._thread  # type: ignore[attr-defined]
+    await thread.on_start()  # what the consumer thread runs: creates and starts aiokafka's
+    try:
+        fetcher = thread._consumer._fetcher
+        assert fetcher._prefetch_backoff == consumer.PREFETCH_BACKOFF_S == 5.0
+        assert fetcher._fetch_max_wait_ms == consumer.FETCH_MAX_WAIT_MS == 500
+        assert thread._consumer._group_id == "t"  # otherwise still Faust's worker consumer
+    finally:
+        await thread._consumer.stop()
