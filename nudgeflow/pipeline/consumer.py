@@ -26,17 +26,16 @@ start is past them), and Faust's handling applies.
 The method below is faust-streaming 0.15's `_drain_messages` (pyproject.toml
 pins the minor version) with only the gap branch changed.
 
-Faust's fetch settings also held every event up to 1.5 s (docs/performance.md,
+Faust's fetch setting also held every event up to 1.5 s (docs/performance.md,
 run 9). While a partition's fetched records are not all handed out 100 ms
 after they arrived (aiokafka's `prefetch_backoff`; a busy agent takes longer),
 aiokafka fetches the broker's *other* partitions without it. Those (ticks,
 re-keyed events) are usually idle, so the broker holds that request for the
 whole `fetch_max_wait_ms`, which Faust hard-codes to 1500, and no second
 request goes to a broker with one in flight: the busy partition's next records
-waited for it. At 500-700 events/s every event waited ~1.5 s. Here the backoff
-is `PREFETCH_BACKOFF_S`, so a fetch normally asks for every partition and the
-broker answers it as soon as any of them has a record; `FETCH_MAX_WAIT_MS`
-bounds the hold when a batch does take longer than that.
+waited for it. At 500-700 events/s every event waited ~1.5 s. Here the hold is
+`FETCH_MAX_WAIT_MS`. (Raising `prefetch_backoff` instead, so fetches keep asking
+for every partition, stalled the whole broker's fetches behind any slow agent.)
 """
 
 from __future__ import annotations
@@ -58,22 +57,18 @@ from nudgeflow.pipeline import metrics
 log = logging.getLogger(__name__)
 
 MAX_SEEKS = 20  # per jump: a fetch that keeps starting past the seek is a real gap
-PREFETCH_BACKOFF_S = 5.0  # aiokafka's default is 0.1 (see the module docstring)
-FETCH_MAX_WAIT_MS = 500  # aiokafka's default; Faust sets 1500
+# The most an event can wait behind a held fetch of idle partitions (see above); an
+# idle worker sends ~1000 / FETCH_MAX_WAIT_MS fetches a second, ~5% of a core at 50.
+FETCH_MAX_WAIT_MS = 50
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's consumer thread with the fetch settings above."""
+    """Faust's consumer thread with the fetch wait above."""
 
     def _create_worker_consumer(self, transport: Any) -> AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # start() hands it to the fetcher
         return consumer
-
-    async def on_start(self) -> None:
-        await super().on_start()
-        # Not a constructor argument of AIOKafkaConsumer; its fetcher exists once started.
-        self._consumer._fetcher._prefetch_backoff = PREFETCH_BACKOFF_S  # type: ignore[union-attr]
 
 
 class GaplessConsumer(faust_aiokafka.Consumer):
