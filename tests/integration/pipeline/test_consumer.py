@@ -103,7 +103,7 @@ async def test_fetches_of_idle_partitions_are_held_briefly_not_faust_s_1_5_s(
     while the broker holds that fetch of idle partitions, the busy one's records wait."""
     app = create_app(WorkerSettings(broker=kafka_bootstrap, app_id="t", data_dir=tmp_path))
     thread = app.consumer._thread  # type: ignore[attr-defined]
-    await thread.on_start()  # what the consumer thread runs: creates and starts aiokafka's
+    await thread.on_start()  # creates and starts the aiokafka consumer, as the thread does
     try:
         fetcher = thread._consumer._fetcher
         assert fetcher._fetch_max_wait_ms == consumer.FETCH_MAX_WAIT_MS == 50
