@@ -80,11 +80,14 @@ class WriteQueue:
     def __bool__(self) -> bool:
         return bool(self._parts)
 
-    def _queue(self, item: Item) -> None:
-        part = self._parts.get(item.partition)
+    def _part(self, partition: int) -> deque[Item]:
+        part = self._parts.get(partition)
         if part is None:
-            part = self._parts[item.partition] = deque()
-        part.append(item)
+            part = self._parts[partition] = deque()
+        return part
+
+    def _queue(self, item: Item) -> None:
+        self._part(item.partition).append(item)
 
     def write(self, write: Write) -> None:
         self._queue(write)
@@ -133,10 +136,7 @@ class WriteQueue:
     def put_back(self, items: list[Write | Marker]) -> None:
         """Items `ready()` gave out but that could not be sent: first again, in order."""
         for item in reversed(items):
-            part = self._parts.get(item.partition)
-            if part is None:
-                part = self._parts[item.partition] = deque()
-            part.appendleft(item)
+            self._part(item.partition).appendleft(item)
             if isinstance(item, Write):
                 self.writes += 1
 
