@@ -1,11 +1,17 @@
 """The bare Faust baseline: one RocksDB table update per event, nothing else.
 
-Run as `python -m nudgeflow.bench.bare_faust BROKER TOPIC APP_ID DATA_DIR PARTITIONS COUNT`.
-It uses the same Faust app settings as a Nudgeflow worker (`create_app`), the
-same raw serializers and store, and prints one JSON line when COUNT events
-are done: `{"count": N, "first": t0, "last": t1, "cpu_s": c}` (time.time() of the
-first and last event, CPU seconds in between), so the parent measures only
-processing, not start-up.
+Run as `python -m nudgeflow.bench.bare_faust BROKER TOPIC APP_ID DATA_DIR PARTITIONS COUNT
+[OUT_TOPIC]`. It uses the same Faust app settings as a Nudgeflow worker (`create_app`),
+the same raw serializers and store.
+
+* Throughput (no OUT_TOPIC): prints one JSON line when COUNT events are done:
+  `{"count": N, "first": t0, "last": t1, "cpu_s": c}` (time.time() of the first and
+  last event, CPU seconds in between), so the parent measures only processing, not
+  start-up.
+* Latency (OUT_TOPIC given): after the table update, each event is answered with one
+  record to OUT_TOPIC, sent the plain Faust way (`topic.send`) to the event's
+  partition, as `{"trigger_id": "<key>"}`: what the latency bench reads from a
+  worker's triggers topic. Runs until killed.
 """
 
 from __future__ import annotations
@@ -17,27 +23,39 @@ from pathlib import Path
 
 import faust
 
+from nudgeflow.bench.echoes import answer
 from nudgeflow.pipeline.app import create_app
 from nudgeflow.pipeline.settings import WorkerSettings
 from nudgeflow.tables.schema import RAW_TABLE, RAW_TOPIC
 
 
 def build(
-    broker: str, topic: str, app_id: str, data_dir: Path, partitions: int, count: int
+    broker: str,
+    topic: str,
+    app_id: str,
+    data_dir: Path,
+    partitions: int,
+    count: int,
+    out_topic: str | None = None,
 ) -> faust.App:
     settings = WorkerSettings(
         broker=broker, app_id=app_id, data_dir=data_dir, partitions=partitions
     )
     app = create_app(settings)
     source = app.topic(topic, partitions=partitions, **RAW_TOPIC)
+    out = app.topic(out_topic, partitions=partitions, **RAW_TOPIC) if out_topic else None
     table = app.Table("bare", default=None, partitions=partitions, **RAW_TABLE)
     seen = {"n": 0, "first": 0.0, "cpu": 0.0}
 
     async def update(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            key = event.message.key
+            message = event.message
+            key = message.key
             old = table.get(key)
-            table[key] = event.message.value if old is None else old[:16] + event.message.value
+            table[key] = message.value if old is None else old[:16] + message.value
+            if out is not None:
+                await out.send(key=key, value=answer(key), partition=message.partition)
+                continue
             seen["n"] += 1
             if seen["n"] == 1:
                 seen["first"], seen["cpu"] = time.time(), time.process_time()
@@ -55,9 +73,17 @@ def build(
 
 
 def main(argv: list[str]) -> None:
-    broker, topic, app_id, data_dir, partitions, count = argv
+    broker, topic, app_id, data_dir, partitions, count, *out_topic = argv
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    app = build(broker, topic, app_id, Path(data_dir), int(partitions), int(count))
+    app = build(
+        broker,
+        topic,
+        app_id,
+        Path(data_dir),
+        int(partitions),
+        int(count),
+        out_topic[0] if out_topic else None,
+    )
     worker = faust.Worker(app, loglevel="warning", redirect_stdouts=False)
     worker.execute_from_commandline()
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import msgspec
 from aiohttp import web
 
-from nudgeflow.bench import configs
+from nudgeflow.bench import configs, echoes
 from nudgeflow.bench.kafka_io import (
     KeysSeen,
     Received,
@@ -29,7 +29,7 @@ from nudgeflow.bench.kafka_io import (
     provision,
     read_topic,
 )
-from nudgeflow.bench.results import Figure, Result, percentile, rounded
+from nudgeflow.bench.results import Figure, Result, percentile, ratio, rounded
 from nudgeflow.bench.session import BenchSession
 from nudgeflow.bench.throughput import measure_drain
 from nudgeflow.bench.workloads import Keyed, keyed
@@ -147,6 +147,27 @@ def _figures(rate: int, timings: dict[str, Timing], expected: int) -> dict[str, 
     }
 
 
+async def baselines(
+    session: BenchSession, rates: tuple[int, ...], seconds: float
+) -> dict[int, dict[str, float | None]]:
+    """The same paced pings through a bare Faust echo agent and a raw aiokafka echo loop
+    (bench/echoes.py): the floor under the worker's figures, at each rate, in this run."""
+    out: dict[int, dict[str, float | None]] = {rate: {} for rate in rates}
+    bootstrap, parts = session.bootstrap, session.partitions
+    for name, echo in echoes.ECHOES.items():
+        prefix = session.prefix(f"latency-{name.replace('_', '-')}")
+        await provision(bootstrap, prefix, parts)
+        async with echo(bootstrap, prefix, parts, session.workdir):
+            await paced_run(bootstrap, prefix, parts, "warm", 200, WARMUP_S)
+            for rate in rates:
+                got = await paced_run(bootstrap, prefix, parts, f"r{rate}", rate, seconds)
+                latencies = [t.latency_ms for t in got.values()]
+                out[rate][f"{name}_p50_ms"] = rounded(percentile(latencies, 50))
+                out[rate][f"{name}_p99_ms"] = rounded(percentile(latencies, 99))
+                log.info("latency: %s baseline at %d/s: %s", name, rate, out[rate])
+    return out
+
+
 async def capacity(session: BenchSession, pings: int = CAPACITY_PINGS) -> dict[str, Figure]:
     """The rate the paced runs are up against: a worker draining pre-produced pings.
 
@@ -177,6 +198,7 @@ async def run(
     bootstrap = session.bootstrap
     results: list[Result] = []
     ceiling = await capacity(session)
+    floors = await baselines(session, rates, seconds)
     prefix = session.prefix("latency")
     await provision(bootstrap, prefix, session.partitions)
     config = configs.write_config(session.workdir, "latency", configs.latency_config(None))
@@ -187,10 +209,19 @@ async def run(
         got = await paced_run(bootstrap, prefix, session.partitions, f"r{rate}", rate, seconds)
         figures = _figures(rate, got, int(rate * seconds))
         log.info("latency: %s", figures)
+        p99 = percentile([t.latency_ms for t in got.values()], 99)
+        floor = floors[rate]
         results.append(
             Result(
                 "latency",
-                {**figures, "webhook_p50_ms": None, "webhook_p99_ms": None, **ceiling},
+                {
+                    **figures,
+                    "webhook_p50_ms": None,
+                    "webhook_p99_ms": None,
+                    **floor,
+                    "ratio_p99_vs_bare_faust": ratio(p99, floor["bare_faust_p99_ms"]),
+                    **ceiling,
+                },
             )
         )
     worker.stop()

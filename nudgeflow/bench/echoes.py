@@ -1,0 +1,100 @@
+"""The latency baselines: services that answer each ping with one record.
+
+The latency scenario paces the same pings at the same rates through each of
+these and through a Nudgeflow worker, and reads the answers the same way
+(their Kafka CreateTime minus the ping's send time), so the worker's figure
+has a floor beside it measured in the same run on the same machine:
+
+* bare Faust: `bare_faust.py` in echo mode, a subprocess doing one RocksDB table
+  update and one `topic.send` per event, with a worker's Faust settings;
+* raw aiokafka: a consume -> produce loop in this process, no state: the floor
+  for Python on this machine.
+
+Both write `{"trigger_id": "<key>"}` to `<prefix>.triggers`, what `Pings.timings`
+expects of a trigger record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+Echo = Callable[[str, str, int, Path], contextlib.AbstractAsyncContextManager[None]]
+
+
+def answer(key: bytes | None) -> bytes:
+    """The echo of a ping: its key (a user id, JSON-safe) as the trigger id."""
+    return b'{"trigger_id":"' + (key or b"") + b'"}'
+
+
+@contextlib.asynccontextmanager
+async def bare_faust(
+    bootstrap: str, prefix: str, partitions: int, workdir: Path
+) -> AsyncIterator[None]:
+    """A bare Faust echo agent on `<prefix>.events` for the length of the block."""
+    cmd = [
+        sys.executable, "-m", "nudgeflow.bench.bare_faust",
+        bootstrap, f"{prefix}.events", f"{prefix}-bare", str(workdir / "data" / prefix),
+        str(partitions), "0", f"{prefix}.triggers",
+    ]  # fmt: skip
+    log_path = workdir / "logs" / f"bare-{prefix}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        await asyncio.to_thread(proc.wait, 30)
+
+
+@contextlib.asynccontextmanager
+async def raw_aiokafka(
+    bootstrap: str, prefix: str, partitions: int, workdir: Path
+) -> AsyncIterator[None]:
+    """A consume -> produce echo loop on `<prefix>.events` for the length of the block.
+
+    Its consumer holds fetches of idle partitions 50 ms, like a worker's
+    (pipeline/consumer.py), and its producer lingers 5 ms, like a worker's."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    out = f"{prefix}.triggers"
+
+    async def loop() -> None:
+        while True:
+            batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+            for tp, records in batch.items():
+                for r in records:
+                    await producer.send(out, answer(r.key), key=r.key, partition=tp.partition)
+
+    tps = [TopicPartition(f"{prefix}.events", p) for p in range(partitions)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await producer.stop()
+        await consumer.stop()
+
+
+ECHOES: dict[str, Echo] = {"bare_faust": bare_faust, "raw_aiokafka": raw_aiokafka}
