@@ -14,7 +14,7 @@ import faust
 
 from nudgeflow.agents.timers import TickBook
 from nudgeflow.engine.core import Engine, build_engine
-from nudgeflow.pipeline import consumer, malloc
+from nudgeflow.pipeline import consumer, garbage, malloc
 from nudgeflow.pipeline.analytics import Analytics
 from nudgeflow.pipeline.config import NudgeflowConfig
 from nudgeflow.pipeline.settings import WorkerSettings
@@ -117,6 +117,7 @@ def create_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime
     if rt.timeline_direct is not None:
         rt.timeline_direct.attach(app)
     malloc.install(app)
+    garbage.install(app)
     rt.analytics = Analytics(rt)
     if "evaluate" in settings.roles:
         evaluate.register(rt)
