@@ -4,10 +4,15 @@ The events file is generated once per size (seeded, so every run replays the
 same events) and cached in the temp directory; the run uses the five default
 rules, exactly what `nudgeflow backtest --config <defaults>` does, and reports
 wall-clock and CPU-time rates (the machine is shared; CPU time is steadier).
+
+Its floor is measured in the same run: the same file through the same backtest
+with no rules (reading, parsing, each user's state and history, the runner),
+`no_rules_events_per_s`. The rules' own cost is what lies between the two.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +22,7 @@ import msgspec
 
 from nudgeflow.backtest.command import backtest_file, engine_secret
 from nudgeflow.backtest.synthetic import ShopSpec, shop_workload, write_jsonl
+from nudgeflow.bench.results import ratio
 from nudgeflow.engine.core import build_engine
 from nudgeflow.pipeline.config import load_config
 
@@ -38,7 +44,11 @@ def events_file(events: int, directory: Path | None = None) -> Path:
 def run(events: int = 1_000_000, *, json: bool = False) -> dict[str, Any]:
     """Run the backtest over `events` synthetic events; return (and print) the figures."""
     path = events_file(events)
-    engine = build_engine(load_config(DEFAULT_CONFIG), secret=engine_secret())
+    config = load_config(DEFAULT_CONFIG)
+    floor = backtest_file(
+        build_engine(dataclasses.replace(config, rules=()), secret=engine_secret()), path
+    )
+    engine = build_engine(config, secret=engine_secret())
     started = time.perf_counter()
     summary = backtest_file(engine, path)
     result: dict[str, Any] = {
@@ -50,6 +60,9 @@ def run(events: int = 1_000_000, *, json: bool = False) -> dict[str, Any]:
         "elapsed_s": round(time.perf_counter() - started, 3),
         "triggers": summary["triggers"],
         "timer_fires": summary["timer_fires"],
+        "no_rules_events_per_s": floor["events_per_s"],
+        "no_rules_events_per_cpu_s": floor["events_per_cpu_s"],
+        "ratio_vs_no_rules": ratio(summary["events_per_s"], floor["events_per_s"]),
     }
     if json:
         print(msgspec.json.encode(result).decode())
@@ -57,7 +70,8 @@ def run(events: int = 1_000_000, *, json: bool = False) -> dict[str, Any]:
         print(
             f"backtest: {result['events']:,} events, {result['events_per_s']:,.0f} events/s "
             f"wall, {result['events_per_cpu_s']:,.0f} events/CPU-s, "
-            f"peak RSS {result['rss_mb']:.0f} MB"
+            f"peak RSS {result['rss_mb']:.0f} MB; with no rules "
+            f"{result['no_rules_events_per_s']:,.0f} events/s"
         )
     return result
 

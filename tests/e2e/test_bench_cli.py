@@ -25,7 +25,7 @@ KEYS = {
     "timers": {"pending", "lateness_p50_s", "lateness_p99_s", "fire_1000_due_ms"},
     "memory": {"users", "rss_mb"},
     "recovery": {"users", "recovery_s"},
-    "backtest": {"events", "events_per_s"},
+    "backtest": {"events", "events_per_s", "no_rules_events_per_s", "ratio_vs_no_rules"},
 }
 
 
@@ -65,3 +65,6 @@ def test_backtest_scenario_needs_no_broker() -> None:
     assert row["scenario"] == "backtest"
     assert KEYS["backtest"] <= set(row)
     assert row["events"] == 2000
+    assert row["triggers"] > 0  # the default rules fire on the synthetic shop
+    assert row["no_rules_events_per_s"] > 0
+    assert row["ratio_vs_no_rules"] == round(row["events_per_s"] / row["no_rules_events_per_s"], 3)
