@@ -12,9 +12,11 @@ Later full collections walk only what was allocated since: 2.5-7.7 ms.
 
 This is done once. A frozen object that later becomes part of a reference
 cycle is never collected. Objects freed by reference counting are freed as
-always.
+always. `nudgeflow_gc_frozen_objects` says how many were frozen.
 
-Every collection's pause is exported as `nudgeflow_gc_pause_seconds`.
+Pauses are not timed from `gc.callbacks`: a collection can start deep in a
+recursion (a deeply nested event being refused), where calling back into
+Python fails, and a missed start would record a bogus pause.
 """
 
 from __future__ import annotations
@@ -29,31 +31,17 @@ from nudgeflow.pipeline import metrics
 log = logging.getLogger(__name__)
 
 
-class PauseTimer:
-    """A `gc.callbacks` entry observing each collection's duration by generation."""
-
-    def __init__(self) -> None:
-        self._started = 0.0
-        self._by_generation = [metrics.gc_pause_seconds.labels(generation=str(g)) for g in range(3)]
-
-    def __call__(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self._by_generation[info["generation"]].observe(time.perf_counter() - self._started)
-
-
 def freeze() -> int:
     """Collect what is garbage now, then exempt every survivor from later collections."""
     gc.collect()
     gc.freeze()
-    return gc.get_freeze_count()
+    frozen = gc.get_freeze_count()
+    metrics.gc_frozen_objects.set(frozen)
+    return frozen
 
 
 def install(app: Any) -> None:
-    """Time every collection; freeze the start-up heap once the tables are recovered."""
-    if not any(isinstance(cb, PauseTimer) for cb in gc.callbacks):
-        gc.callbacks.append(PauseTimer())
+    """Freeze the start-up heap once the tables are recovered."""
 
     @app.task
     async def freeze_after_startup() -> None:

@@ -157,11 +157,9 @@ malloc_trim_seconds = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
     registry=REGISTRY,
 )
-gc_pause_seconds = Histogram(
-    "nudgeflow_gc_pause_seconds",
-    "Time a garbage collection of Python objects held the worker (pipeline/garbage.py)",
-    ["generation"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+gc_frozen_objects = Gauge(
+    "nudgeflow_gc_frozen_objects",
+    "Start-up objects moved out of the garbage collector's way (pipeline/garbage.py)",
     registry=REGISTRY,
 )
 consumer_rewinds = Counter(

@@ -43,7 +43,7 @@ KEY_SERIES = [
     "nudgeflow_experiment_exposures_total",
     "nudgeflow_experiment_conversions_total",
     "nudgeflow_consumer_lag_messages",
-    "nudgeflow_gc_pause_seconds_count",
+    "nudgeflow_gc_frozen_objects",
     "nudgeflow_faust_messages_received_total",
     "nudgeflow_faust_event_processing_seconds_count",
     "nudgeflow_faust_send_seconds_count",
