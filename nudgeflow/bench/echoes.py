@@ -52,9 +52,12 @@ async def bare_faust(
     try:
         yield
     finally:
-        if proc.poll() is None:
+        exited = proc.poll()
+        if exited is None:
             os.killpg(proc.pid, signal.SIGKILL)
         await asyncio.to_thread(proc.wait, 30)
+    if exited is not None:  # it should run until killed: its figures are not real
+        raise RuntimeError(f"the bare Faust echo exited early ({exited}); see {log_path}")
 
 
 @contextlib.asynccontextmanager
