@@ -23,10 +23,31 @@ from pathlib import Path
 
 import faust
 
-from nudgeflow.bench.echoes import answer
 from nudgeflow.pipeline.app import create_app
 from nudgeflow.pipeline.settings import WorkerSettings
 from nudgeflow.tables.schema import RAW_TABLE, RAW_TOPIC
+
+
+def command(
+    broker: str,
+    topic: str,
+    app_id: str,
+    data_dir: Path,
+    partitions: int,
+    count: int,
+    out_topic: str | None = None,
+) -> list[str]:
+    """The command line that runs this module's `main` in a subprocess."""
+    return [
+        sys.executable, "-m", "nudgeflow.bench.bare_faust",
+        broker, topic, app_id, str(data_dir), str(partitions), str(count),
+        *([out_topic] if out_topic else []),
+    ]  # fmt: skip
+
+
+def answer(key: bytes | None) -> bytes:
+    """The echo of a ping: its key (a user id, JSON-safe) as the trigger id."""
+    return b'{"trigger_id":"' + (key or b"") + b'"}'
 
 
 def build(

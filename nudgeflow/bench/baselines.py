@@ -12,13 +12,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from nudgeflow.bench import bare_faust as bare
 from nudgeflow.bench.kafka_io import create_topics
 
 
@@ -82,10 +82,7 @@ def bare_faust(
     log_path: Path,
 ) -> Rate:
     """Events per second of the bare Faust agent, first event to last."""
-    cmd = [
-        sys.executable, "-m", "nudgeflow.bench.bare_faust",
-        bootstrap, topic, app_id, str(data_dir), str(partitions), str(count),
-    ]  # fmt: skip
+    cmd = bare.command(bootstrap, topic, app_id, data_dir, partitions, count)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(

@@ -21,18 +21,15 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from nudgeflow.bench import bare_faust as bare
+from nudgeflow.bench.bare_faust import answer
+
 Echo = Callable[[str, str, int, Path], contextlib.AbstractAsyncContextManager[None]]
-
-
-def answer(key: bytes | None) -> bytes:
-    """The echo of a ping: its key (a user id, JSON-safe) as the trigger id."""
-    return b'{"trigger_id":"' + (key or b"") + b'"}'
 
 
 @contextlib.asynccontextmanager
@@ -40,11 +37,10 @@ async def bare_faust(
     bootstrap: str, prefix: str, partitions: int, workdir: Path
 ) -> AsyncIterator[None]:
     """A bare Faust echo agent on `<prefix>.events` for the length of the block."""
-    cmd = [
-        sys.executable, "-m", "nudgeflow.bench.bare_faust",
-        bootstrap, f"{prefix}.events", f"{prefix}-bare", str(workdir / "data" / prefix),
-        str(partitions), "0", f"{prefix}.triggers",
-    ]  # fmt: skip
+    cmd = bare.command(
+        bootstrap, f"{prefix}.events", f"{prefix}-bare", workdir / "data" / prefix,
+        partitions, 0, f"{prefix}.triggers",
+    )  # fmt: skip
     log_path = workdir / "logs" / f"bare-{prefix}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
