@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import faust
@@ -28,21 +29,32 @@ from nudgeflow.pipeline.settings import WorkerSettings
 from nudgeflow.tables.schema import RAW_TABLE, RAW_TOPIC
 
 
-def command(
-    broker: str,
-    topic: str,
-    app_id: str,
-    data_dir: Path,
-    partitions: int,
-    count: int,
-    out_topic: str | None = None,
-) -> list[str]:
-    """The command line that runs this module's `main` in a subprocess."""
-    return [
-        sys.executable, "-m", "nudgeflow.bench.bare_faust",
-        broker, topic, app_id, str(data_dir), str(partitions), str(count),
-        *([out_topic] if out_topic else []),
-    ]  # fmt: skip
+@dataclass(frozen=True)
+class BareFaust:
+    """What one bare Faust agent reads, writes and counts; also its command line."""
+
+    broker: str
+    topic: str
+    app_id: str
+    data_dir: Path
+    partitions: int
+    count: int  # throughput: print the result after this many events (0: latency)
+    out_topic: str | None = None  # latency: answer each event here
+
+    def command(self) -> list[str]:
+        """The command line that runs this agent in a subprocess (`main` below)."""
+        return [
+            sys.executable, "-m", "nudgeflow.bench.bare_faust",
+            self.broker, self.topic, self.app_id, str(self.data_dir),
+            str(self.partitions), str(self.count), *([self.out_topic] if self.out_topic else []),
+        ]  # fmt: skip
+
+    @classmethod
+    def parse(cls, argv: list[str]) -> BareFaust:
+        broker, topic, app_id, data_dir, partitions, count, *out_topic = argv
+        return cls(
+            broker, topic, app_id, Path(data_dir), int(partitions), int(count), *out_topic[:1]
+        )
 
 
 def answer(key: bytes | None) -> bytes:
@@ -50,21 +62,17 @@ def answer(key: bytes | None) -> bytes:
     return b'{"trigger_id":"' + (key or b"") + b'"}'
 
 
-def build(
-    broker: str,
-    topic: str,
-    app_id: str,
-    data_dir: Path,
-    partitions: int,
-    count: int,
-    out_topic: str | None = None,
-) -> faust.App:
+def build(spec: BareFaust) -> faust.App:
     settings = WorkerSettings(
-        broker=broker, app_id=app_id, data_dir=data_dir, partitions=partitions
+        broker=spec.broker,
+        app_id=spec.app_id,
+        data_dir=spec.data_dir,
+        partitions=spec.partitions,
     )
     app = create_app(settings)
-    source = app.topic(topic, partitions=partitions, **RAW_TOPIC)
-    out = app.topic(out_topic, partitions=partitions, **RAW_TOPIC) if out_topic else None
+    partitions, count = spec.partitions, spec.count
+    source = app.topic(spec.topic, partitions=partitions, **RAW_TOPIC)
+    out = app.topic(spec.out_topic, partitions=partitions, **RAW_TOPIC) if spec.out_topic else None
     table = app.Table("bare", default=None, partitions=partitions, **RAW_TABLE)
     seen = {"n": 0, "first": 0.0, "cpu": 0.0}
 
@@ -94,18 +102,9 @@ def build(
 
 
 def main(argv: list[str]) -> None:
-    broker, topic, app_id, data_dir, partitions, count, *out_topic = argv
-    Path(data_dir).mkdir(parents=True, exist_ok=True)
-    app = build(
-        broker,
-        topic,
-        app_id,
-        Path(data_dir),
-        int(partitions),
-        int(count),
-        out_topic[0] if out_topic else None,
-    )
-    worker = faust.Worker(app, loglevel="warning", redirect_stdouts=False)
+    spec = BareFaust.parse(argv)
+    spec.data_dir.mkdir(parents=True, exist_ok=True)
+    worker = faust.Worker(build(spec), loglevel="warning", redirect_stdouts=False)
     worker.execute_from_commandline()
 
 

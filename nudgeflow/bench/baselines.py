@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from nudgeflow.bench import bare_faust as bare
+from nudgeflow.bench.bare_faust import BareFaust
 from nudgeflow.bench.kafka_io import create_topics
 
 
@@ -82,7 +82,7 @@ def bare_faust(
     log_path: Path,
 ) -> Rate:
     """Events per second of the bare Faust agent, first event to last."""
-    cmd = bare.command(bootstrap, topic, app_id, data_dir, partitions, count)
+    cmd = BareFaust(bootstrap, topic, app_id, data_dir, partitions, count).command()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(

@@ -26,8 +26,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from nudgeflow.bench import bare_faust as bare
-from nudgeflow.bench.bare_faust import answer
+from nudgeflow.bench.bare_faust import BareFaust, answer
 
 Echo = Callable[[str, str, int, Path], contextlib.AbstractAsyncContextManager[None]]
 
@@ -37,10 +36,10 @@ async def bare_faust(
     bootstrap: str, prefix: str, partitions: int, workdir: Path
 ) -> AsyncIterator[None]:
     """A bare Faust echo agent on `<prefix>.events` for the length of the block."""
-    cmd = bare.command(
+    cmd = BareFaust(
         bootstrap, f"{prefix}.events", f"{prefix}-bare", workdir / "data" / prefix,
         partitions, 0, f"{prefix}.triggers",
-    )  # fmt: skip
+    ).command()  # fmt: skip
     log_path = workdir / "logs" / f"bare-{prefix}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
