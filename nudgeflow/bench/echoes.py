@@ -27,6 +27,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from nudgeflow.bench.bare_faust import BareFaust, answer
+from nudgeflow.pipeline.app import PRODUCER_LINGER_MS
+from nudgeflow.pipeline.consumer import FETCH_MAX_WAIT_MS
 
 Echo = Callable[[str, str, int, Path], contextlib.AbstractAsyncContextManager[None]]
 
@@ -61,15 +63,17 @@ async def raw_aiokafka(
 ) -> AsyncIterator[None]:
     """A consume -> produce echo loop on `<prefix>.events` for the length of the block.
 
-    Its consumer holds fetches of idle partitions 50 ms, like a worker's
-    (pipeline/consumer.py), and its producer lingers 5 ms, like a worker's."""
+    Its consumer holds fetches of idle partitions and its producer lingers as long as
+    a worker's (pipeline/consumer.py, pipeline/app.py)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=50,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=PRODUCER_LINGER_MS
+    )
     await consumer.start()
     await producer.start()
     out = f"{prefix}.triggers"

@@ -62,6 +62,10 @@ def engine_secret() -> bytes:
     return secret.encode()
 
 
+# Several records per event (state, audit, triggers): let them share requests.
+PRODUCER_LINGER_MS = 5
+
+
 def create_app(settings: WorkerSettings) -> faust.App:
     return consumer.App(
         settings.group_id,
@@ -75,8 +79,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
         table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        # Several records per event (state, audit, triggers): let them share requests.
-        producer_linger_ms=5,
+        producer_linger_ms=PRODUCER_LINGER_MS,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         stream_wait_empty=False,
