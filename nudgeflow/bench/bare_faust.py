@@ -17,6 +17,9 @@ the same raw serializers and store.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -49,12 +52,34 @@ class BareFaust:
             str(self.partitions), str(self.count), *([self.out_topic] if self.out_topic else []),
         ]  # fmt: skip
 
+    def spawn(self, log_path: Path, *, capture: bool) -> subprocess.Popen[str]:
+        """Start it in its own session (so `kill` takes its children too), stderr to
+        `log_path`; stdout piped when `capture` (throughput's result line)."""
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            return subprocess.Popen(
+                self.command(),
+                stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+                text=True,
+            )
+
     @classmethod
     def parse(cls, argv: list[str]) -> BareFaust:
         broker, topic, app_id, data_dir, partitions, count, *out_topic = argv
         return cls(
             broker, topic, app_id, Path(data_dir), int(partitions), int(count), *out_topic[:1]
         )
+
+
+def kill(proc: subprocess.Popen[str]) -> int | None:
+    """SIGKILL a spawned agent's session if it still runs; its exit code if it had ended."""
+    exited = proc.poll()
+    if exited is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    return exited
 
 
 def answer(key: bytes | None) -> bytes:

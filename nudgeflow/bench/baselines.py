@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from nudgeflow.bench.bare_faust import BareFaust
+from nudgeflow.bench.bare_faust import BareFaust, kill
 from nudgeflow.bench.kafka_io import create_topics
 
 
@@ -82,18 +80,13 @@ def bare_faust(
     log_path: Path,
 ) -> Rate:
     """Events per second of the bare Faust agent, first event to last."""
-    cmd = BareFaust(bootstrap, topic, app_id, data_dir, partitions, count).command()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=log, start_new_session=True, text=True
-        )
+    proc = BareFaust(bootstrap, topic, app_id, data_dir, partitions, count).spawn(
+        log_path, capture=True
+    )
     try:
         line = _read_result(proc, timeout)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
+        kill(proc)
     if line is None:
         raise RuntimeError(
             f"bare Faust baseline gave no result (exit {proc.returncode}); see {log_path}"

@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from nudgeflow.bench.bare_faust import BareFaust, answer
+from nudgeflow.bench.bare_faust import BareFaust, answer, kill
 from nudgeflow.pipeline.app import PRODUCER_LINGER_MS
 from nudgeflow.pipeline.consumer import FETCH_MAX_WAIT_MS
 
@@ -38,21 +35,15 @@ async def bare_faust(
     bootstrap: str, prefix: str, partitions: int, workdir: Path
 ) -> AsyncIterator[None]:
     """A bare Faust echo agent on `<prefix>.events` for the length of the block."""
-    cmd = BareFaust(
+    log_path = workdir / "logs" / f"bare-{prefix}.log"
+    proc = BareFaust(
         bootstrap, f"{prefix}.events", f"{prefix}-bare", workdir / "data" / prefix,
         partitions, 0, f"{prefix}.triggers",
-    ).command()  # fmt: skip
-    log_path = workdir / "logs" / f"bare-{prefix}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    ).spawn(log_path, capture=False)  # fmt: skip
     try:
         yield
     finally:
-        exited = proc.poll()
-        if exited is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        await asyncio.to_thread(proc.wait, 30)
+        exited = await asyncio.to_thread(kill, proc)
     if exited is not None:  # it should run until killed: its figures are not real
         raise RuntimeError(f"the bare Faust echo exited early ({exited}); see {log_path}")
 

@@ -135,8 +135,12 @@ class Receiver:
             await self._runner.cleanup()
 
 
+def _latencies(timings: dict[str, Timing]) -> list[float]:
+    return [t.latency_ms for t in timings.values()]
+
+
 def _figures(rate: int, timings: dict[str, Timing], expected: int) -> dict[str, Figure]:
-    latencies = [t.latency_ms for t in timings.values()]
+    latencies = _latencies(timings)
     return {
         "rate": rate,
         "events": expected,
@@ -161,7 +165,7 @@ async def baselines(
             await paced_run(bootstrap, prefix, parts, "warm", 200, WARMUP_S)
             for rate in rates:
                 got = await paced_run(bootstrap, prefix, parts, f"r{rate}", rate, seconds)
-                latencies = [t.latency_ms for t in got.values()]
+                latencies = _latencies(got)
                 out[rate][f"{name}_p50_ms"] = rounded(percentile(latencies, 50))
                 out[rate][f"{name}_p99_ms"] = rounded(percentile(latencies, 99))
                 log.info("latency: %s baseline at %d/s: %s", name, rate, out[rate])
@@ -209,7 +213,7 @@ async def run(
         got = await paced_run(bootstrap, prefix, session.partitions, f"r{rate}", rate, seconds)
         figures = _figures(rate, got, int(rate * seconds))
         log.info("latency: %s", figures)
-        p99 = percentile([t.latency_ms for t in got.values()], 99)
+        p99 = percentile(_latencies(got), 99)
         floor = floors[rate]
         results.append(
             Result(
