@@ -1,3 +1,3 @@
-from nudgeflow.pipeline.cli import main
+from nudgeflow.cli.main import main
 
 main()

@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 from mode import Service
 
-from nudgeflow.delivery.config import DeliverySettings, Destination
-from nudgeflow.delivery.dispatch import Dispatcher, Step
+from nudgeflow.delivery.dispatch import Dispatcher, Step, log_delivery_failure
 from nudgeflow.delivery.records import (
     H_DESTINATION,
     REPLAY_HEADER,
@@ -40,33 +37,23 @@ from nudgeflow.delivery.records import (
 from nudgeflow.delivery.retry import Outcome
 from nudgeflow.delivery.sender import Sender
 from nudgeflow.engine.actions import Trigger, decode_trigger
-from nudgeflow.pipeline import metrics
-from nudgeflow.pipeline.observability.logs import log_delivery_failure
-from nudgeflow.pipeline.topics import TopicNames
-from nudgeflow.tables import options as table_options
+from nudgeflow.engine.timefmt import iso_utc
+from nudgeflow.observability import metrics
+from nudgeflow.observability.clock import now_ms
+from nudgeflow.tables import delivered as delivered_table
 from nudgeflow.tables import timeline as timeline_table
-from nudgeflow.tables.schema import RAW_TABLE, RAW_TOPIC
+from nudgeflow.tables.delivered import DEAD, DELIVERED, RETRYING
+from nudgeflow.tables.schema import RAW_TOPIC
 
 if TYPE_CHECKING:
-    import faust
     from faust.types import EventT, StreamT
 
-    from nudgeflow.pipeline.app import Runtime
-    from nudgeflow.tables.direct import DirectTable
+    from nudgeflow.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-DELIVERED, RETRYING, DEAD = b"delivered", b"retrying", b"dead"
 MAX_IN_FLIGHT = 1000
 _SEND_TRIES = 5
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 def _value(event: EventT) -> bytes:
@@ -79,31 +66,19 @@ def _headers(event: EventT) -> Mapping[str, bytes]:
 
 
 class Deliverer:
+    """Owns the in-flight deliveries of one worker; `register` wires it to the topics."""
+
     def __init__(
-        self,
-        app: faust.App,
-        topics: TopicNames,
-        destinations: Mapping[str, Destination],
-        settings: DeliverySettings,
-        partitions: int,
-        *,
-        sender: Sender | None = None,
-        max_in_flight: int = MAX_IN_FLIGHT,
+        self, rt: Runtime, *, sender: Sender | None = None, max_in_flight: int = MAX_IN_FLIGHT
     ) -> None:
-        self.app = app
-        self.topics = topics
-        self.settings = settings
-        self.dispatcher = Dispatcher(destinations, settings, sender or Sender())
-        self.table = app.Table(
-            "delivered",
-            default=None,
-            **RAW_TABLE,
-            partitions=partitions,
-            options=table_options.small(),
-            help="trigger_id|destination -> delivered/retrying/dead (webhook dedupe)",
-        )
+        self.app = rt.app
+        self.topics = rt.topics
+        self.settings = rt.config.delivery
+        self.records = rt.sender
+        self.dispatcher = Dispatcher(rt.config.destinations, self.settings, sender or Sender())
+        self.table = rt.delivered
+        self.timeline = rt.timeline_direct  # per-user audit (tables/timeline.py)
         self.max_in_flight = max_in_flight
-        self.timeline: DirectTable | None = None  # per-user audit (tables/timeline.py), if set
         self._slots: asyncio.Semaphore | None = None
         self._inflight: set[bytes] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -169,7 +144,7 @@ class Deliverer:
         only = headers.get(H_DESTINATION)
         names = [only.decode()] if replay and only else list(dict.fromkeys(trigger.destinations))
         user_key = event.message.key or trigger.user_id.encode()
-        now = _now_ms()
+        now = now_ms()
         await asyncio.gather(
             *(
                 self.deliver(trigger, _value(event), user_key, n, 1, now, replay=replay)
@@ -203,7 +178,7 @@ class Deliverer:
         replay: bool = False,
         from_retry: bool = False,
     ) -> None:
-        key = f"{trigger.trigger_id}|{name}".encode()
+        key = delivered_table.key(trigger.trigger_id, name)
         state = self.table.get(key)
         if state == DELIVERED or (from_retry and state == DEAD):
             return
@@ -235,7 +210,7 @@ class Deliverer:
     ) -> Any:
         """Send; returns the delivery future (await it to know Kafka has it)."""
         header_list = list(headers.items()) if headers else None
-        return await self.app.producer.send(topic, key, value, None, None, header_list)
+        return await self.records.send(topic, key, value, None, header_list)
 
     async def _audit(self, trigger: Trigger, user_key: bytes, name: str, step: Step) -> None:
         record = DeliveryAttempt(
@@ -245,15 +220,15 @@ class Deliverer:
             attempt=step.attempt,
             outcome=step.outcome.value,
             latency_s=round(step.result.latency_s, 6),
-            at=_iso(_now_ms()),
+            at=iso_utc(now_ms()),
             status=step.result.status,
             error=step.result.error_class,
             reason=step.reason,
         )
         await self._send(self.topics.deliveries, user_key, encode_attempt(record), None)
-        if self.timeline is not None:  # the task runs in the trigger's event context
-            timeline_table.record_delivery(self.timeline, user_key, record)
-            await self.timeline.flush()
+        # The task runs in the trigger's event context: the write goes to its partition.
+        timeline_table.record_delivery(self.timeline, user_key, record)
+        await self.timeline.flush()
 
     async def _schedule_retry(
         self, raw: bytes, user_key: bytes, name: str, step: Step, first_attempt_ms: int
@@ -263,7 +238,7 @@ class Deliverer:
             destination=name,
             attempt=step.attempt,
             first_attempt_at_ms=first_attempt_ms,
-            not_before_ms=_now_ms() + int(step.delay_s * 1000),
+            not_before_ms=now_ms() + int(step.delay_s * 1000),
             last_status=step.result.label,
             last_error=step.reason,
         )
@@ -286,7 +261,7 @@ class Deliverer:
             last_status=step.result.label,
             attempts=step.attempt,
             first_attempt_at_ms=first_attempt_ms,
-            dead_at_ms=_now_ms(),
+            dead_at_ms=now_ms(),
         )
         log.warning(
             "deliver: %s -> %s dead-lettered (%s, last %s, %d attempts)",
@@ -322,20 +297,12 @@ def _closing(sender: Sender) -> type[Service]:
     return SenderCloser
 
 
-def install(
-    app: faust.App,
-    topics: TopicNames,
-    destinations: Mapping[str, Destination],
-    settings: DeliverySettings,
-    partitions: int,
-    *,
-    sender: Sender | None = None,
-    max_in_flight: int = MAX_IN_FLIGHT,
+def register(
+    rt: Runtime, *, sender: Sender | None = None, max_in_flight: int = MAX_IN_FLIGHT
 ) -> Deliverer:
-    """Define the table and the agents (triggers + one per retry tier) on `app`."""
-    d = Deliverer(
-        app, topics, destinations, settings, partitions, sender=sender, max_in_flight=max_in_flight
-    )
+    """Define the deliver agents on `rt.app`: triggers, and one per retry tier."""
+    d = Deliverer(rt, sender=sender, max_in_flight=max_in_flight)
+    app, topics, partitions = rt.app, rt.topics, rt.partitions
 
     async def deliver(stream: StreamT) -> None:
         acked: StreamT = cast(Any, stream).noack()
@@ -350,7 +317,7 @@ def install(
             acked: StreamT = cast(Any, stream).noack()
             async for event in acked.events():
                 due = RetryHeaders.decode(_headers(event)).not_before_ms
-                wait_s = (due - _now_ms()) / 1000
+                wait_s = (due - now_ms()) / 1000
                 if wait_s > 0:  # the tier is in due order: only the head ever waits
                     await asyncio.sleep(wait_s)
                 await d.spawn(acked, event, d.on_retry)
@@ -358,14 +325,7 @@ def install(
         return retry
 
     app.service(_closing(d.dispatcher.sender))
-    for tier in range(len(settings.retry_schedule)):
+    for tier in range(len(d.settings.retry_schedule)):
         topic = app.topic(topics.triggers_retry(tier), partitions=partitions, **RAW_TOPIC)
         app.agent(topic, name=f"deliver-retry-{tier}")(tier_agent(tier))
-    return d
-
-
-def register(rt: Runtime) -> Deliverer:
-    """Called by the app factory: destinations and policy come from nudgeflow.yaml."""
-    d = install(rt.app, rt.topics, rt.config.destinations, rt.config.delivery, rt.partitions)
-    d.timeline = rt.timeline_direct
     return d

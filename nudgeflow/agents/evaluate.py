@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
-from nudgeflow.agents import ingest
+from nudgeflow.agents import router
 from nudgeflow.engine.actions import Conversion, Decision, Trigger, encode_action
 from nudgeflow.events.model import Event, decode_event, encode_event
-from nudgeflow.events.parse import EventError, EventLimits
-from nudgeflow.pipeline import metrics
-from nudgeflow.pipeline.observability.logs import log_decision
-from nudgeflow.pipeline.observability.pending import PendingTimers
-from nudgeflow.pipeline.producer import RecordSender
+from nudgeflow.events.parse import EventError
+from nudgeflow.observability import metrics
+from nudgeflow.observability.clock import now_ms
+from nudgeflow.observability.logs import log_decision
+from nudgeflow.pipeline.probes.pending import PendingTimers
 from nudgeflow.tables import timeline
 from nudgeflow.tables import timers as timer_index
 from nudgeflow.tables import users as user_table
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from nudgeflow.engine.actions import Action
     from nudgeflow.engine.state import UserState
-    from nudgeflow.pipeline.app import Runtime
+    from nudgeflow.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +50,13 @@ _KAFKA_ERRORS = (KafkaError, ProducerSendError, TimeoutError)
 FIRE_BATCH = 1000  # due users handled per tick; the next tick takes the rest
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class Evaluator:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.sender = RecordSender(rt.app)
+        self.sender = rt.sender
         self.partition: int | None = None  # of the record being handled
         self.topics = rt.topics
-        self.limits = _limits(rt)
+        self.limits = rt.settings.event_limits()
         self.pending = PendingTimers.attach(rt)  # nudgeflow_timers_pending
         self.users = rt.users_direct
 
@@ -122,7 +118,7 @@ class Evaluator:
             self.topics.events_dlq,
             message.key,
             message.value,
-            headers=ingest.dlq_headers(error, message.partition, message.offset),
+            headers=router.dlq_headers(error, message.partition, message.offset),
         )
 
     async def handle(self, message: Message) -> None:
@@ -138,17 +134,17 @@ class Evaluator:
 
     async def ingest(self, message: Message) -> None:
         metrics.events_received.labels(source="kafka").inc()
-        routed = ingest.route(
+        routed = router.route(
             message.key,
             message.value,
             message.partition,
             self.rt.partitions,
-            now_ms=_now_ms(),
+            now_ms=now_ms(),
             limits=self.limits,
         )
-        if isinstance(routed, ingest.Apply):
+        if isinstance(routed, router.Apply):
             await self.apply_event(routed.event, routed.user_key)
-        elif isinstance(routed, ingest.Reroute):
+        elif isinstance(routed, router.Reroute):
             await self.sender.send(
                 self.topics.events_by_user, routed.user_key, encode_event(routed.event)
             )
@@ -160,7 +156,7 @@ class Evaluator:
 
     async def apply_event(self, event: Event, user_key: bytes) -> None:
         started = time.perf_counter()
-        now = _now_ms()
+        now = now_ms()
         state = user_table.load(self.users, user_key)
         step = self.rt.engine.apply(state, event, now)
         if step.duplicate:
@@ -171,7 +167,7 @@ class Evaluator:
         self.store(user_key, step.state)
 
     async def fire_timers(self, partition: int) -> None:
-        now = _now_ms()
+        now = now_ms()
         users = self.users
         floors = self.rt.timer_floors
         for deadline, user_key in timer_index.due(users, partition, now, FIRE_BATCH, floors):
@@ -275,17 +271,8 @@ def _in_experiment(rt: Runtime, rule_name: str) -> bool:
     return rule is not None and rule.experiment is not None
 
 
-def _limits(rt: Runtime) -> EventLimits:
-    from nudgeflow.engine.durations import parse_duration
-
-    return EventLimits(
-        max_bytes=rt.settings.max_event_bytes,
-        max_age_ms=parse_duration(rt.settings.max_event_age),
-        max_skew_ms=parse_duration(rt.settings.max_event_skew),
-    )
-
-
-def register(rt: Runtime) -> faust.types.AgentT:
+def register(rt: Runtime) -> Evaluator:
+    """Define the evaluate agent on `rt.app`; it consumes events, re-keyed events and ticks."""
     t = rt.topics
     source = rt.app.topic(
         t.events, t.events_by_user, t.ticks, partitions=rt.partitions, **RAW_TOPIC
@@ -298,4 +285,5 @@ def register(rt: Runtime) -> faust.types.AgentT:
         async for event in manual.events():
             await evaluator.handle_safely(event)
 
-    return rt.app.agent(source, name="evaluate")(evaluate)
+    rt.app.agent(source, name="evaluate")(evaluate)
+    return evaluator

@@ -20,11 +20,11 @@ from typing import Any
 
 import msgspec
 
-from nudgeflow.backtest.command import backtest_file, engine_secret
+from nudgeflow.backtest.file import backtest_file
 from nudgeflow.backtest.synthetic import ShopSpec, shop_workload, write_jsonl
 from nudgeflow.bench.results import ratio
-from nudgeflow.engine.core import build_engine
-from nudgeflow.pipeline.config import load_config
+from nudgeflow.config.build import build_engine, engine_secret
+from nudgeflow.config.loader import load_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "defaults" / "nudgeflow.yaml"
 

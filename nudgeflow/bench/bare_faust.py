@@ -27,8 +27,8 @@ from pathlib import Path
 
 import faust
 
+from nudgeflow.config.settings import WorkerSettings
 from nudgeflow.pipeline.app import create_app
-from nudgeflow.pipeline.settings import WorkerSettings
 from nudgeflow.tables.schema import RAW_TABLE, RAW_TOPIC
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from nudgeflow.pipeline.worker import DEFAULT_CONFIG
+from nudgeflow.config.loader import DEFAULT_CONFIG
 
 INSTANT_RULE = "instant"
 TIMER_RULE = "timer"

@@ -14,8 +14,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from nudgeflow.bench.workloads import Keyed
+from nudgeflow.config.topics import TopicNames
 from nudgeflow.pipeline.provision import topic_names
-from nudgeflow.pipeline.topics import TopicNames
 
 _IN_FLIGHT = 20_000  # sends awaited in chunks: bounded memory, batches stay full
 _IN_FLIGHT_BATCHES = 64

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-from nudgeflow.agents.ingest import partition_for
+from nudgeflow.agents.router import partition_for
 from nudgeflow.bench.kafka_io import create_topics, produce_batched
 from nudgeflow.engine.actions import Decision, Trigger
 from nudgeflow.engine.core import Engine

@@ -20,8 +20,8 @@ from nudgeflow.bench.results import Figure, Result, rounded
 from nudgeflow.bench.session import BenchSession, LoadedWorker
 from nudgeflow.bench.worker_proc import wait_for_metric
 from nudgeflow.bench.workloads import small_events
-from nudgeflow.engine.core import build_engine
-from nudgeflow.pipeline.config import load_config
+from nudgeflow.config.build import build_engine
+from nudgeflow.config.loader import load_config
 
 log = logging.getLogger(__name__)
 

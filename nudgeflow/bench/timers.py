@@ -32,10 +32,11 @@ from nudgeflow.bench.results import Figure, Result, percentile, rounded
 from nudgeflow.bench.session import BenchSession
 from nudgeflow.bench.worker_proc import wait_for_metric
 from nudgeflow.bench.workloads import arm_events
-from nudgeflow.engine.core import Engine, build_engine
+from nudgeflow.config.build import build_engine
+from nudgeflow.config.loader import load_config
+from nudgeflow.engine.core import Engine
 from nudgeflow.engine.state import UserState
 from nudgeflow.events.model import Event
-from nudgeflow.pipeline.config import load_config
 from nudgeflow.tables import timers as timer_index
 from nudgeflow.tables import users as user_table
 

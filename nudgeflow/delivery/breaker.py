@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from nudgeflow.pipeline import metrics
+from nudgeflow.observability import metrics
 
 
 class State(enum.IntEnum):

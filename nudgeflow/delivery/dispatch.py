@@ -8,17 +8,21 @@ receivers without a broker.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from nudgeflow.config.destinations import DeliverySettings, Destination
 from nudgeflow.delivery.breaker import Breakers
-from nudgeflow.delivery.config import DeliverySettings, Destination
 from nudgeflow.delivery.payload import encode_payload
 from nudgeflow.delivery.retry import AttemptResult, Outcome, RetryPolicy, classify
 from nudgeflow.delivery.sender import Sender
 from nudgeflow.engine.actions import Trigger
-from nudgeflow.pipeline import metrics
+from nudgeflow.observability import metrics
+
+# One warning per failed attempt (README, "Logs"); its own logger so it can be routed.
+delivery_log = logging.getLogger("nudgeflow.deliveries")
 
 
 @dataclass(frozen=True)
@@ -77,3 +81,20 @@ class Dispatcher:
             )
         metrics.deliveries.labels(destination=name, outcome=verdict.outcome.value).inc()
         return Step(attempt, result, verdict.outcome, verdict.reason)
+
+
+def log_delivery_failure(trigger: Trigger, destination: str, step: Step) -> None:
+    """One warning per failed webhook attempt: destination name and classes, never the URL."""
+    delivery_log.warning(
+        "delivery failed",
+        extra={
+            "trigger_id": trigger.trigger_id,
+            "rule": trigger.rule,
+            "destination": destination,
+            "attempt": step.attempt,
+            "outcome": step.outcome.value,
+            "status": step.result.label,
+            "reason": step.reason,
+            "retry_in_s": None if step.delay_s is None else round(step.delay_s, 3),
+        },
+    )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from nudgeflow.delivery.config import DeliverySettings
+from nudgeflow.config.destinations import DeliverySettings
 
 
 @dataclass(frozen=True, slots=True)

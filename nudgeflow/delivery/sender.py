@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 import aiohttp
 from aiolimiter import AsyncLimiter
 
-from nudgeflow.delivery.config import Destination, rate_per_s
+from nudgeflow.config.addresses import ForbiddenAddress, check_literal_url
+from nudgeflow.config.destinations import Destination, rate_per_s
 from nudgeflow.delivery.retry import AttemptResult, parse_retry_after
 from nudgeflow.delivery.signing import destination_secrets, webhook_headers
-from nudgeflow.delivery.ssrf import ForbiddenAddress, GuardedResolver, check_literal_url
-from nudgeflow.pipeline import metrics
+from nudgeflow.delivery.ssrf import GuardedResolver
+from nudgeflow.observability import metrics
 
 USER_AGENT = "nudgeflow-webhooks/0.1"
 _RETRY_AFTER_STATUSES = frozenset({429, 503})

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from standardwebhooks.webhooks import Webhook
 
-from nudgeflow.delivery.config import Destination
+from nudgeflow.config.destinations import Destination
 
 
 def destination_secrets(dest: Destination) -> list[str]:

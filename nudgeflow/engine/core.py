@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from nudgeflow.engine.actions import Action, Conversion, Decision, DecisionOutcome, Scalar
@@ -44,7 +43,6 @@ from nudgeflow.engine.timefmt import iso_utc
 
 if TYPE_CHECKING:
     from nudgeflow.events.model import Event
-    from nudgeflow.pipeline.config import NudgeflowConfig
 
 _CART_TYPES = frozenset({"cart_add", "cart_remove", "purchase"})
 ConversionKind = Literal["conversion", "opened", "clicked"]
@@ -345,15 +343,6 @@ def _inactivity_table(rule: Rule) -> dict[str, int | None]:
             table[v.name] = v.inactivity_ms if v.inactivity_ms is not None else rule.inactivity_ms
     table[""] = rule.inactivity_ms  # not yet assigned a variant
     return table
-
-
-def build_engine(config: NudgeflowConfig, *, secret: bytes) -> Engine:
-    """The one way the worker and the backtest build the engine from a loaded config."""
-    from nudgeflow.engine.templates import Templates
-
-    templates_dir: Path | None = config.templates_dir
-    templates = Templates(templates_dir, secret=secret, inline=config.inline_templates)
-    return Engine(config.rules, config.limits, templates)
 
 
 def _event_decision(

@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
 from functools import lru_cache
 from typing import Any, Protocol
+
+from msgspec import structs
 
 from nudgeflow.engine.actions import Action, Decision, Scalar, Trigger
 from nudgeflow.engine.durations import parse_duration
@@ -144,6 +148,47 @@ def _scalar(value: Any) -> Scalar:
     return value if isinstance(value, str | int | float | bool) or value is None else str(value)
 
 
+class _Stop(Enum):
+    """Why a check ended the firing: this step only, or the whole series."""
+
+    STEP = "step"  # the step ends here (its decision says why); the series continues
+    SERIES = "series"  # nothing more of this arming is sent (cooldown)
+
+
+@dataclass(slots=True)
+class _Firing:
+    """One firing in progress: what the checks read and where their decisions go."""
+
+    state: UserState
+    rule: Rule
+    armed: Armed
+    at_ms: int  # logical fire time (the deadline)
+    now_ms: int  # wall-clock time of the firing
+    tid: str
+    variant: Variant | None
+    actions: list[Action]
+    at_iso: str
+
+    @property
+    def variant_name(self) -> str:
+        return self.armed.variant or DEFAULT_VARIANT
+
+    def decide(self, outcome: Any, reason: str | None = None, **detail: Scalar) -> Decision:
+        d = Decision(
+            user_id=self.state.user_id,
+            rule=self.rule.name,
+            outcome=outcome,
+            at=self.at_iso,
+            reason=reason,
+            trigger_id=self.tid,
+            variant=self.variant_name,
+            deadline=self.at_iso,
+            detail={"step": self.armed.step, **detail},
+        )
+        self.actions.append(d)
+        return d
+
+
 class Firer:
     """Fires armed rules; holds the limits and the template renderer."""
 
@@ -170,151 +215,126 @@ class Firer:
     ) -> None:
         """Fire `armed` at logical time `at_ms` (its deadline); re-arm the next step."""
         del state.armed[rule.name]
-        variant = rule.experiment.variant(armed.variant) if rule.experiment else None
-        variant_name = armed.variant or DEFAULT_VARIANT
         tid = trigger_id(
             rule.name, state.user_id, arming_key(armed.arm_id, armed.armed_at), armed.step
         )
-        at_iso = iso_utc(at_ms)
-
-        def decide(outcome: Any, reason: str | None = None, **detail: Scalar) -> Decision:
-            d = Decision(
-                user_id=state.user_id,
-                rule=rule.name,
-                outcome=outcome,
-                at=at_iso,
-                reason=reason,
-                trigger_id=tid,
-                variant=variant_name,
-                deadline=at_iso,
-                detail={"step": armed.step, **detail},
-            )
-            actions.append(d)
-            return d
-
-        stop_series = self._check(state, rule, armed, at_ms, tid, decide, actions, now_ms, variant)
-        if stop_series or rule.name in state.armed:  # ended, or deferred (re-armed)
+        variant = rule.experiment.variant(armed.variant) if rule.experiment else None
+        f = _Firing(state, rule, armed, at_ms, now_ms, tid, variant, actions, iso_utc(at_ms))
+        stop = self._check(f)
+        if stop is None:
+            message = self._render(f)
+            if message is not None:
+                self._emit(f, message)
+        if stop is _Stop.SERIES or rule.name in state.armed:  # ended, or deferred (re-armed)
             return
-        nxt = armed.step + 1
-        if nxt < len(rule.steps):
-            deadline = armed.armed_at + rule.steps[nxt].delay_ms
-            state.armed[rule.name] = Armed(
-                deadline=max(deadline, at_ms),
-                armed_at=armed.armed_at,
-                arm_id=armed.arm_id,
-                arm_type=armed.arm_type,
-                arm_props=armed.arm_props,
-                step=nxt,
-                variant=armed.variant,
-                last_activity=armed.last_activity,
-            )
-            actions.append(
-                Decision(
-                    user_id=state.user_id,
-                    rule=rule.name,
-                    outcome="armed",
-                    at=at_iso,
-                    variant=variant_name,
-                    deadline=iso_utc(max(deadline, at_ms)),
-                    detail={"step": nxt},
-                )
-            )
+        self._arm_next_step(f)
 
-    def _check(
-        self,
-        state: UserState,
-        rule: Rule,
-        armed: Armed,
-        at_ms: int,
-        tid: str,
-        decide: Any,
-        actions: list[Action],
-        now_ms: int,
-        variant: Variant | None,
-    ) -> bool:
-        """Run the checks and produce the trigger; True if the series must stop."""
-        if rule.when is not None:
-            ok, why = rule.when.evaluate_in(WhenScope(state, armed, at_ms))
-            if not ok:
-                decide("condition_false", why, expression=rule.when.source)
-                return False
-        if rule.cooldown_ms is not None and armed.step == 0:
-            last = state.last_fire.get(rule.name)
-            if last is not None and at_ms - last < rule.cooldown_ms:
-                decide("suppressed", "cooldown", until=iso_utc(last + rule.cooldown_ms))
-                return True
-        limits = self.limits
-        if limits.quiet_hours is not None:
-            until = quiet_until(at_ms, _tz(state), limits.quiet_hours)
-            if until is not None:
-                if limits.quiet_hours.action == "defer":
-                    state.armed[rule.name] = Armed(
-                        deadline=until,
-                        armed_at=armed.armed_at,
-                        arm_id=armed.arm_id,
-                        arm_type=armed.arm_type,
-                        arm_props=armed.arm_props,
-                        step=armed.step,
-                        variant=armed.variant,
-                        last_activity=armed.last_activity,
-                        deferred=True,
-                    )
-                    d = decide("deferred", "quiet_hours")
-                    d.deadline = iso_utc(until)
-                    return False
-                decide("suppressed", "quiet_hours")
-                return False
-        cap = limits.cap
-        if cap is not None and not cap_allows(state.fire_times, cap, at_ms):
-            decide("suppressed", "cap", cap=cap.count)
-            return False
-        step = rule.steps[armed.step]
+    def _check(self, f: _Firing) -> _Stop | None:
+        """The checks in DESIGN order; the first that stops the firing decides why."""
+        for check in (self._when, self._cooldown, self._quiet_hours, self._cap):
+            stop = check(f)
+            if stop is not None:
+                return stop
+        return None
+
+    def _when(self, f: _Firing) -> _Stop | None:
+        when = f.rule.when
+        if when is None:
+            return None
+        ok, why = when.evaluate_in(WhenScope(f.state, f.armed, f.at_ms))
+        if ok:
+            return None
+        f.decide("condition_false", why, expression=when.source)
+        return _Stop.STEP
+
+    def _cooldown(self, f: _Firing) -> _Stop | None:
+        cooldown = f.rule.cooldown_ms
+        if cooldown is None or f.armed.step != 0:
+            return None
+        last = f.state.last_fire.get(f.rule.name)
+        if last is None or f.at_ms - last >= cooldown:
+            return None
+        f.decide("suppressed", "cooldown", until=iso_utc(last + cooldown))
+        return _Stop.SERIES
+
+    def _quiet_hours(self, f: _Firing) -> _Stop | None:
+        quiet = self.limits.quiet_hours
+        if quiet is None:
+            return None
+        until = quiet_until(f.at_ms, _tz(f.state), quiet)
+        if until is None:
+            return None
+        if quiet.action == "defer":
+            f.state.armed[f.rule.name] = structs.replace(f.armed, deadline=until, deferred=True)
+            f.decide("deferred", "quiet_hours").deadline = iso_utc(until)
+        else:
+            f.decide("suppressed", "quiet_hours")
+        return _Stop.STEP
+
+    def _cap(self, f: _Firing) -> _Stop | None:
+        cap = self.limits.cap
+        if cap is None or cap_allows(f.state.fire_times, cap, f.at_ms):
+            return None
+        f.decide("suppressed", "cap", cap=cap.count)
+        return _Stop.STEP
+
+    def _render(self, f: _Firing) -> str | None:
+        """The message, or None (and a decision) when the template cannot be rendered."""
+        step = f.rule.steps[f.armed.step]
+        variant = f.variant
         template = (variant.template if variant and variant.template else None) or step.template
-        fired_at = iso_utc(now_ms)
-        message = ""
-        if template is not None and self.templates is not None:
-            context = {
-                "user": user_view(state),
-                "cart": cart_view(state),
-                "event": {
-                    "type": armed.arm_type,
-                    "ts": iso_utc(armed.armed_at),
-                    "properties": armed.arm_props,
-                },
-                "rule": rule.name,
-                "variant": armed.variant or DEFAULT_VARIANT,
-                "trigger_id": tid,
-                "step": armed.step,
-                "fired_at": fired_at,
-            }
-            try:
-                message = self.templates.render(template, context)
-            except Exception as exc:  # TemplateError and anything a renderer raises
-                decide("suppressed", "template_error", error=str(exc)[:500], template=template)
-                return False
-        lateness = max(0, now_ms - at_ms)
-        send = variant.send if variant is not None else True
-        actions.append(
+        if template is None or self.templates is None:
+            return ""
+        try:
+            return self.templates.render(template, template_context(f))
+        except Exception as exc:  # TemplateError and anything a renderer raises
+            f.decide("suppressed", "template_error", error=str(exc)[:500], template=template)
+            return None
+
+    def _emit(self, f: _Firing, message: str) -> None:
+        """The Trigger, its `fired` decision, and what the user's state remembers of it."""
+        armed, lateness = f.armed, max(0, f.now_ms - f.at_ms)
+        send = f.variant.send if f.variant is not None else True
+        f.actions.append(
             Trigger(
-                trigger_id=tid,
-                rule=rule.name,
-                user_id=state.user_id,
-                variant=armed.variant or DEFAULT_VARIANT,
+                trigger_id=f.tid,
+                rule=f.rule.name,
+                user_id=f.state.user_id,
+                variant=f.variant_name,
                 step=armed.step,
-                fired_at=fired_at,
-                deadline=iso_utc(at_ms),
+                fired_at=iso_utc(f.now_ms),
+                deadline=f.at_iso,
                 armed_at=iso_utc(armed.armed_at),
                 late=lateness > LATE_AFTER_MS,
                 lateness_s=lateness / 1000,
                 message=message,
-                destinations=list(rule.destinations),
+                destinations=list(f.rule.destinations),
                 send=send,
-                fields=trigger_fields(state, armed),
+                fields=trigger_fields(f.state, armed),
             )
         )
-        decide("fired", None if send else "control", send=send)
-        self._record(state, rule, tid, armed, at_ms)
-        return False
+        f.decide("fired", None if send else "control", send=send)
+        self._record(f.state, f.rule, f.tid, armed, f.at_ms)
+
+    def _arm_next_step(self, f: _Firing) -> None:
+        nxt = f.armed.step + 1
+        if nxt >= len(f.rule.steps):
+            return
+        deadline = max(f.armed.armed_at + f.rule.steps[nxt].delay_ms, f.at_ms)
+        f.state.armed[f.rule.name] = structs.replace(
+            f.armed, deadline=deadline, step=nxt, deferred=False
+        )
+        f.actions.append(
+            Decision(
+                user_id=f.state.user_id,
+                rule=f.rule.name,
+                outcome="armed",
+                at=f.at_iso,
+                variant=f.variant_name,
+                deadline=iso_utc(deadline),
+                detail={"step": nxt},
+            )
+        )
 
     def _record(self, state: UserState, rule: Rule, tid: str, armed: Armed, at_ms: int) -> None:
         state.last_fire[rule.name] = at_ms
@@ -333,6 +353,25 @@ class Firer:
             drop += 1
         if drop:
             del fires[:drop]
+
+
+def template_context(f: _Firing) -> dict[str, Any]:
+    """What a message template sees (DESIGN §3.4); SAMPLE_CONTEXT in templates.py mirrors it."""
+    armed = f.armed
+    return {
+        "user": user_view(f.state),
+        "cart": cart_view(f.state),
+        "event": {
+            "type": armed.arm_type,
+            "ts": iso_utc(armed.armed_at),
+            "properties": armed.arm_props,
+        },
+        "rule": f.rule.name,
+        "variant": f.variant_name,
+        "trigger_id": f.tid,
+        "step": armed.step,
+        "fired_at": iso_utc(f.now_ms),
+    }
 
 
 def _tz(state: UserState) -> str | None:

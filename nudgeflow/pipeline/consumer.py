@@ -52,7 +52,7 @@ from faust.types import TP
 from faust.types.transports import TransportT
 from mode import Service, ServiceT
 
-from nudgeflow.pipeline import metrics
+from nudgeflow.observability import metrics
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import logging
 import time
 from typing import Any
 
-from nudgeflow.pipeline import metrics
+from nudgeflow.observability import metrics
 
 log = logging.getLogger(__name__)
 

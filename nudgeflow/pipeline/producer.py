@@ -17,14 +17,17 @@ where Kafka's default partitioner would put them too.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from faust.types import AppT
 
+from nudgeflow.types.records import Headers
 
-class RecordSender:
+
+class KafkaRecordSender:
+    """`types.records.RecordSender` on the app's own producer: the one way to send a record."""
+
     def __init__(self, app: AppT) -> None:
         self.app = app
         self._producer: AIOKafkaProducer | None = None
@@ -40,7 +43,7 @@ class RecordSender:
         key: bytes | None,
         value: bytes | None,
         partition: int | None = None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
+        headers: Headers | None = None,
     ) -> asyncio.Future[Any]:
         """Queue one record; returns the future of its ack. Raises KafkaError if it cannot
         even be queued (no metadata for the topic within the producer's timeout)."""

@@ -7,15 +7,22 @@ user-keyed records land in the partition that owns the user's state.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from nudgeflow.pipeline.settings import WorkerSettings
-from nudgeflow.pipeline.topics import TopicNames
+from nudgeflow.config.settings import WorkerSettings
+from nudgeflow.config.topics import TopicNames
+
+if TYPE_CHECKING:
+    import faust
+
+    from nudgeflow.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +74,13 @@ async def ensure_topics(
         log.info("created topics: %s", ", ".join(t.name for t in new))
     finally:
         await admin.close()
+
+
+def changelog_topics(app: faust.App) -> list[str]:
+    return [table.changelog_topic.get_topic_name() for table in app.tables.values()]
+
+
+def provision(rt: Runtime) -> None:
+    """Create the topics (one retry topic per delay of the retry schedule) and changelogs."""
+    retry_tiers = len(rt.config.delivery.retry_schedule)
+    asyncio.run(ensure_topics(rt.settings, retry_tiers, changelog_topics(rt.app)))

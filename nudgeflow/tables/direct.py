@@ -55,9 +55,9 @@ import rocksdict
 from faust import current_event
 from faust.types import TP
 
-from nudgeflow.pipeline import metrics
-from nudgeflow.pipeline.producer import RecordSender
+from nudgeflow.observability import metrics
 from nudgeflow.tables.write_queue import Marker, Write, WriteQueue
+from nudgeflow.types.records import RecordSender
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,10 @@ def _partition() -> int:
 class DirectTable:
     """A Faust table's reads and writes for the partition of the current event."""
 
-    def __init__(self, table: faust.Table, sender: RecordSender | None = None) -> None:
+    def __init__(self, table: faust.Table, sender: RecordSender) -> None:
         self.table = table
         self.name = table.name
-        self._sender = sender or RecordSender(table.app)
+        self._sender = sender
         self._overlay: dict[bytes, Write] = {}  # newest write per key not yet in RocksDB
         self._queue = WriteQueue(self._released, self._hold_failed)  # not yet sent
         self._sent: dict[int, deque[Write]] = {}  # partition -> sent, not yet in RocksDB

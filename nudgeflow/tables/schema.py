@@ -8,7 +8,7 @@ keyword arguments rather than a faust.Schema.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 RAW_TABLE: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
 
@@ -18,17 +18,3 @@ RAW_TOPIC: dict[str, Any] = {
     "key_serializer": "raw",
     "value_serializer": "raw",
 }
-
-
-class TableView(Protocol):
-    """What the table helpers (users, timers, timeline) need: a Faust table, a
-    `tables.direct.DirectTable`, or a stand-in over one RocksDB (bench, tests)."""
-
-    @property
-    def data(self) -> Any: ...
-
-    def get(self, key: Any, /) -> Any: ...
-
-    def __setitem__(self, key: Any, value: Any, /) -> None: ...
-
-    def pop(self, key: Any, default: Any, /) -> Any: ...

@@ -25,7 +25,8 @@ from nudgeflow.delivery.records import DeliveryAttempt
 from nudgeflow.engine.actions import Decision
 from nudgeflow.engine.state import UserState
 from nudgeflow.tables import options
-from nudgeflow.tables.schema import RAW_TABLE, TableView
+from nudgeflow.tables.schema import RAW_TABLE
+from nudgeflow.types.tables import TableView
 
 NAME = "timeline"
 MAX_DECISIONS = 20  # each event re-encodes them with the state: keep it small

@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from nudgeflow.tables.schema import TableView
 from nudgeflow.tables.timer_floors import TimerFloors
+from nudgeflow.types.tables import TableView
 
 PREFIX = b"\x00"
 _MARK = b"1"

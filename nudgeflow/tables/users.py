@@ -13,7 +13,8 @@ import faust
 
 from nudgeflow.engine.state import UserState, decode_state, encode_state
 from nudgeflow.tables import options
-from nudgeflow.tables.schema import RAW_TABLE, TableView
+from nudgeflow.tables.schema import RAW_TABLE
+from nudgeflow.types.tables import TableView
 
 
 def define(app: faust.App, partitions: int) -> faust.Table:

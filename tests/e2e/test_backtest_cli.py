@@ -10,10 +10,10 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from nudgeflow.backtest.command import command
 from nudgeflow.backtest.synthetic import ShopSpec, experiment_workload, shop_workload, write_jsonl
+from nudgeflow.cli.backtest import command
+from nudgeflow.config.loader import DEFAULT_CONFIG, load_config_text
 from nudgeflow.engine.experiments import assign_variant
-from nudgeflow.pipeline.config import DEFAULT_CONFIG, load_config_text
 
 
 def run_cli(*args: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from nudgeflow.bench.command import command
+from nudgeflow.cli.bench import command
 
 pytestmark = pytest.mark.kafka
 

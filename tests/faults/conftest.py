@@ -33,11 +33,11 @@ import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
-from nudgeflow.agents.ingest import partition_for
-from nudgeflow.backtest.command import backtest_file, engine_secret
-from nudgeflow.engine.core import build_engine
+from nudgeflow.agents.router import partition_for
+from nudgeflow.backtest.file import backtest_file
+from nudgeflow.config.build import build_engine, engine_secret
+from nudgeflow.config.loader import load_config
 from nudgeflow.kafka.broker import LocalKafka
-from nudgeflow.pipeline.config import load_config
 from tests.fixtures.kafka import Record, consume_all, produce
 from tests.fixtures.receivers import Receiver
 from tests.fixtures.workers import ARTIFACTS, WorkerProcess

@@ -32,8 +32,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nudgeflow.events.parse import parse_event
-from nudgeflow.pipeline.web.server import build_web_app
-from nudgeflow.pipeline.worker import prepare
+from nudgeflow.web.server import build_web_app
+from nudgeflow.worker import prepare
 from tests.faults.test_fuzz_parser import BAD_UTF8, SCALE, huge_numbers, json_values
 from tests.fixtures.kafka import consume_all
 from tests.fixtures.workers import ARTIFACTS, WorkerProcess
@@ -412,7 +412,8 @@ def test_the_api_conforms_to_its_openapi_description(
 def test_every_route_the_worker_mounts_is_described(api_worker: WorkerProcess) -> None:
     """A route added later without its description fails here, not silently."""
     served = requests.get(api_worker.url + "/openapi.json", timeout=10).json()
-    app = build_web_app(prepare(api_worker.config, {"broker": api_worker.broker}))
+    parts = prepare(api_worker.config, {"broker": api_worker.broker})
+    app = build_web_app(parts.rt, parts.analytics)
     undocumented = {
         (route.method, resource.canonical)
         for route in app.router.routes()

@@ -32,8 +32,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from nudgeflow.pipeline.web.server import build_web_app
-from nudgeflow.pipeline.worker import prepare
+from nudgeflow.web.server import build_web_app
+from nudgeflow.worker import prepare
 from tests.fixtures.kafka import consume_all
 from tests.fixtures.receivers import Receiver
 from tests.fixtures.workers import WorkerProcess
@@ -111,8 +111,8 @@ async def secure_worker(
 
 def mounted_routes(config: Path, broker: str) -> Iterator[tuple[str, str, bool]]:
     """(method, path, is_static) for every route of the app the worker builds."""
-    rt = prepare(config, {"broker": broker})
-    app = build_web_app(rt)
+    parts = prepare(config, {"broker": broker})
+    app = build_web_app(parts.rt, parts.analytics)
     for route in app.router.routes():
         if route.method == "HEAD":
             continue  # aiohttp adds HEAD next to each GET, with the same handler

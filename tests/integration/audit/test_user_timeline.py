@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from nudgeflow.agents.ingest import partition_for
+from nudgeflow.agents.router import partition_for
 from tests.integration.audit.conftest import eventually, get_json
 
 pytestmark = pytest.mark.kafka

@@ -16,8 +16,8 @@ from typing import Any
 import msgspec
 import pytest
 
+from nudgeflow.config.topics import TopicNames
 from nudgeflow.engine.actions import Trigger
-from nudgeflow.pipeline.topics import TopicNames
 from tests.fixtures.kafka import Record, create_topics, produce
 from tests.fixtures.workers import ARTIFACTS, kill_group, stop_group
 

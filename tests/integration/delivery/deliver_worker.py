@@ -15,32 +15,29 @@ from pathlib import Path
 
 import faust
 
-from nudgeflow.agents.deliver import install
-from nudgeflow.delivery.config import DeliverySettings, Destination
-from nudgeflow.pipeline.app import create_app
-from nudgeflow.pipeline.settings import WorkerSettings
-from nudgeflow.pipeline.topics import TopicNames
+from nudgeflow.agents import deliver
+from nudgeflow.config.loader import load_config_text
+from nudgeflow.config.settings import WorkerSettings
+from nudgeflow.pipeline.runtime import build_runtime
 
 
 def build(spec: dict) -> faust.App:  # type: ignore[type-arg]
-    """The production app configuration (pipeline/app.create_app), with only delivery on it."""
-    app = create_app(
-        WorkerSettings(
-            broker=spec["broker"],
-            topic_prefix=spec["prefix"],
-            app_id=spec["app_id"],
-            data_dir=Path(spec["data_dir"]),
-            partitions=spec["partitions"],
-        )
+    """The production runtime (pipeline/runtime.py), with only the deliver agents on it."""
+    config = load_config_text(
+        json.dumps({"destinations": spec["destinations"], "delivery": spec["delivery"]}),
+        base_dir=Path(spec["data_dir"]),
+        source="deliver-spec",
     )
-    install(
-        app,
-        TopicNames(spec["prefix"]),
-        {n: Destination.model_validate(d) for n, d in spec["destinations"].items()},
-        DeliverySettings.model_validate(spec["delivery"]),
-        spec["partitions"],
+    settings = WorkerSettings(
+        broker=spec["broker"],
+        topic_prefix=spec["prefix"],
+        app_id=spec["app_id"],
+        data_dir=Path(spec["data_dir"]),
+        partitions=spec["partitions"],
     )
-    return app
+    rt = build_runtime(config, settings)
+    deliver.register(rt)
+    return rt.app
 
 
 def main() -> None:

@@ -102,7 +102,7 @@ async def test_each_outcome_ends_as_specified(
 async def test_replayed_dead_letter_is_delivered_once(
     start_deliver_worker: StartWorker, receiver_factory: ReceiverFactory
 ) -> None:
-    from nudgeflow.delivery.command import replay
+    from nudgeflow.cli.dlq import replay
 
     rx = await receiver_factory(script=[respond(410)])
     worker = await start_deliver_worker({"d": local(rx.url)})

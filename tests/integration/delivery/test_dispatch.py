@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from nudgeflow.delivery.config import DeliverySettings, Destination
+from nudgeflow.config.destinations import DeliverySettings, Destination
 from nudgeflow.delivery.dispatch import Dispatcher, Step
 from nudgeflow.delivery.retry import Outcome
 from nudgeflow.delivery.sender import Sender

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import aiohttp
 
-from nudgeflow.delivery.config import Destination
-from nudgeflow.delivery.receiver import start_demo_receiver
+from nudgeflow.cli.receiver import start_demo_receiver
+from nudgeflow.config.destinations import Destination
 from nudgeflow.delivery.sender import Sender
 from tests.fixtures.receivers import free_port
 

@@ -7,7 +7,7 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from nudgeflow.delivery.config import Destination
+from nudgeflow.config.destinations import Destination
 from nudgeflow.delivery.sender import Sender
 from tests.fixtures.receivers import ReceiverFactory, hang, respond
 

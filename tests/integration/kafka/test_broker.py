@@ -94,7 +94,7 @@ async def test_restart_and_crash_keep_data_and_cache_needs_no_maven(no_maven: Pa
 def test_kafka_command_serves_until_sigterm(tmp_path: Path) -> None:
     port = free_port()
     data_dir = tmp_path / "kafka-data"
-    cmd = [sys.executable, "-m", "nudgeflow.kafka.command", "--port", str(port)]
+    cmd = [sys.executable, "-m", "nudgeflow.cli.kafka", "--port", str(port)]
     proc = subprocess.Popen(
         [*cmd, "--data-dir", str(data_dir)],
         stdout=subprocess.PIPE,

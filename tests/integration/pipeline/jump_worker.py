@@ -17,8 +17,8 @@ from pathlib import Path
 
 import faust
 
+from nudgeflow.config.settings import WorkerSettings
 from nudgeflow.pipeline.app import create_app
-from nudgeflow.pipeline.settings import WorkerSettings
 
 
 def build(spec: dict) -> faust.App:  # type: ignore[type-arg]

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from nudgeflow.config.settings import WorkerSettings
 from nudgeflow.pipeline import consumer
 from nudgeflow.pipeline.app import create_app
-from nudgeflow.pipeline.settings import WorkerSettings
 from tests.fixtures.kafka import create_topics, produce, unique_name
 from tests.fixtures.workers import ARTIFACTS, stop_group
 

@@ -12,10 +12,10 @@ import random
 from collections import Counter
 from pathlib import Path
 
+from nudgeflow.config.build import build_engine
+from nudgeflow.config.loader import load_config_text
 from nudgeflow.engine.actions import Conversion, Trigger
-from nudgeflow.engine.core import build_engine
 from nudgeflow.events.model import Event
-from nudgeflow.pipeline.config import load_config_text
 
 RATES = {"a": 0.10, "b": 0.12, "c": 0.30}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from nudgeflow.backtest.command import command, parse_time
 from nudgeflow.backtest.report import Tally, experiment_summary
+from nudgeflow.cli.backtest import command, parse_time
 from nudgeflow.engine.actions import Conversion, Decision, Trigger
 
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from nudgeflow.backtest.command import backtest_file, engine_secret
-from nudgeflow.engine.core import Engine, build_engine
-from nudgeflow.pipeline.config import load_config_text
+from nudgeflow.backtest.file import backtest_file
+from nudgeflow.config.build import build_engine, engine_secret
+from nudgeflow.config.loader import load_config_text
+from nudgeflow.engine.core import Engine
 
 T0 = 1_717_372_800_000  # 2024-06-03T00:00:00Z
 MIN = 60_000

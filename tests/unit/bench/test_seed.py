@@ -11,10 +11,11 @@ from rocksdict import Options, Rdict
 
 from nudgeflow.bench import configs, seed
 from nudgeflow.bench.timers import _Store
-from nudgeflow.engine.core import Engine, build_engine
+from nudgeflow.config.build import build_engine
+from nudgeflow.config.loader import load_config
+from nudgeflow.engine.core import Engine
 from nudgeflow.engine.state import decode_state
 from nudgeflow.events.model import Event
-from nudgeflow.pipeline.config import load_config
 from nudgeflow.tables import timers as timer_index
 from nudgeflow.tables import users as user_table
 

@@ -9,8 +9,8 @@ from rocksdict import Options, Rdict
 
 from nudgeflow.bench import configs
 from nudgeflow.bench.timers import _armed, _fire, _Store, fire_cost_ms
-from nudgeflow.engine.core import build_engine
-from nudgeflow.pipeline.config import load_config
+from nudgeflow.config.build import build_engine
+from nudgeflow.config.loader import load_config
 from nudgeflow.tables import timers as timer_index
 from nudgeflow.tables import users as user_table
 

@@ -1,5 +1,5 @@
 from nudgeflow.delivery.breaker import Breakers, CircuitBreaker, State
-from nudgeflow.pipeline import metrics
+from nudgeflow.observability import metrics
 
 
 class Clock:

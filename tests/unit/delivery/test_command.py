@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 from click.testing import CliRunner
 
-from nudgeflow.delivery.command import DeadLetter, command, parse_since, replay_headers, select
+from nudgeflow.cli.dlq import DeadLetter, command, parse_since, replay_headers, select
 from nudgeflow.delivery.records import REPLAY_HEADER, dlq_headers
 
 

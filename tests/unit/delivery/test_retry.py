@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from nudgeflow.delivery.config import DeliverySettings
+from nudgeflow.config.destinations import DeliverySettings
 from nudgeflow.delivery.retry import (
     AttemptResult,
     Outcome,

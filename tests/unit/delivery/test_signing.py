@@ -3,7 +3,7 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from nudgeflow.delivery.config import Destination
+from nudgeflow.config.destinations import Destination
 from nudgeflow.delivery.signing import destination_secrets, signature, webhook_headers
 
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

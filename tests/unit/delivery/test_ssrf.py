@@ -2,14 +2,9 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from pydantic import ValidationError
 
-from nudgeflow.delivery.config import Destination
-from nudgeflow.delivery.ssrf import (
-    ForbiddenAddress,
-    GuardedResolver,
-    check_literal_url,
-    forbidden_reason,
-    vet,
-)
+from nudgeflow.config.addresses import ForbiddenAddress, check_literal_url, forbidden_reason
+from nudgeflow.config.destinations import Destination
+from nudgeflow.delivery.ssrf import GuardedResolver, vet
 
 
 @pytest.mark.parametrize(

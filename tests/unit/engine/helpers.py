@@ -6,11 +6,12 @@ import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
+from nudgeflow.config.build import build_engine
+from nudgeflow.config.loader import load_config_text
 from nudgeflow.engine.actions import Action, Conversion, Decision, Trigger
-from nudgeflow.engine.core import Engine, build_engine
+from nudgeflow.engine.core import Engine
 from nudgeflow.engine.state import UserState
 from nudgeflow.events.model import Event
-from nudgeflow.pipeline.config import load_config_text
 
 T0 = 1_714_564_800_000  # 2024-05-01T12:00:00Z
 S, M, H, D = 1_000, 60_000, 3_600_000, 86_400_000

@@ -391,8 +391,8 @@ def test_trigger_fields_are_flat_for_zapier() -> None:
 
 
 def test_default_config_abandoned_cart_end_to_end() -> None:
-    from nudgeflow.engine.core import build_engine
-    from nudgeflow.pipeline.config import DEFAULT_CONFIG, load_config
+    from nudgeflow.config.build import build_engine
+    from nudgeflow.config.loader import DEFAULT_CONFIG, load_config
 
     engine = build_engine(load_config(DEFAULT_CONFIG, env={}), secret=b"k")
     traits = {"name": "Ana", "timezone": "UTC"}

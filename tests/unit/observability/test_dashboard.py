@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nudgeflow.pipeline.metrics import REGISTRY
+from nudgeflow.observability.metrics import REGISTRY
 
 DOCKER = Path(__file__).resolve().parents[3] / "docker"
 DASHBOARD = DOCKER / "grafana" / "dashboards" / "nudgeflow.json"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nudgeflow.pipeline.config import load_config
+from nudgeflow.config.loader import load_config
 
 DOCKER = Path(__file__).resolve().parents[3] / "docker"
 COMPOSE = DOCKER / "compose.yaml"
@@ -116,7 +116,7 @@ def test_grafana_gets_the_provisioning_and_the_dashboard(compose: dict) -> None:
 
 def test_the_receiver_runs_the_demo_receiver_module(compose: dict) -> None:
     receiver = compose["services"]["receiver"]
-    assert receiver["entrypoint"] == ["python", "-m", "nudgeflow.delivery.receiver"]
+    assert receiver["entrypoint"] == ["python", "-m", "nudgeflow.cli.receiver"]
     config = (DOCKER / "nudgeflow.yaml").read_text()
     assert "http://receiver:6067/" in config
     assert "6067" in receiver["command"]

@@ -8,8 +8,8 @@ import pytest
 from faust.types import TP
 from prometheus_client import generate_latest
 
-from nudgeflow.pipeline import metrics
-from nudgeflow.pipeline.observability.lag import lag_of, sample_lag
+from nudgeflow.observability import metrics
+from nudgeflow.pipeline.probes.lag import lag_of, sample_lag
 
 
 @pytest.mark.parametrize(

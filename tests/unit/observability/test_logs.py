@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from nudgeflow.delivery.dispatch import Step
+from nudgeflow.config.loader import load_config_text
+from nudgeflow.config.settings import WorkerSettings
+from nudgeflow.delivery.dispatch import Step, log_delivery_failure
 from nudgeflow.delivery.retry import AttemptResult, Outcome
 from nudgeflow.engine.actions import Decision, Trigger
-from nudgeflow.pipeline.config import load_config_text
-from nudgeflow.pipeline.observability import logs
-from nudgeflow.pipeline.settings import WorkerSettings
+from nudgeflow.observability import logs
 
 SECRET = "whsec_c2VjcmV0LXZhbHVlLWZvci10ZXN0cw=="
 
@@ -163,7 +163,7 @@ def test_a_delivery_failure_is_a_warning_without_the_url(configured: io.StringIO
         destinations=["crm"],
     )
     step = Step(2, AttemptResult(503, None, 0.1), Outcome.RETRY, "status_503", 5.0, 0)
-    logs.log_delivery_failure(trigger, "crm", step)
+    log_delivery_failure(trigger, "crm", step)
     fields = json.loads(configured.getvalue())
     assert fields["level"] == "warning" and fields["msg"] == "delivery failed"
     assert {

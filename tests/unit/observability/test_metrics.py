@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from nudgeflow import __version__
-from nudgeflow.pipeline import metrics
+from nudgeflow.observability import metrics
 
 
 def test_names_follow_prometheus_conventions() -> None:

@@ -12,8 +12,8 @@ import pytest
 from faust.types import TP
 from rocksdict import Options, Rdict
 
-from nudgeflow.pipeline import metrics
-from nudgeflow.pipeline.observability.pending import PendingTimers, count_index
+from nudgeflow.observability import metrics
+from nudgeflow.pipeline.probes.pending import PendingTimers, count_index
 from nudgeflow.tables import timers as timer_index
 
 TICKS = "t.ticks"

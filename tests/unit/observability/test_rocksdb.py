@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from rocksdict import Options, Rdict
 
-from nudgeflow.pipeline.observability.rocksdb import KINDS, memory_of
+from nudgeflow.pipeline.probes.rocksdb import KINDS, memory_of
 
 
 def test_memory_is_summed_per_table_and_kind(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from nudgeflow.pipeline import metrics
-from nudgeflow.pipeline.observability.sensors import PrometheusSensor, install_sensor
+from nudgeflow.observability import metrics
+from nudgeflow.pipeline.probes.sensors import PrometheusSensor, install_sensor
 
 
 def value(name: str, labels: dict[str, str] | None = None) -> float:

@@ -6,12 +6,12 @@ import math
 
 import pytest
 
+from nudgeflow.analytics.aggregates import Aggregates
+from nudgeflow.analytics.service import refresh_bandits
 from nudgeflow.delivery.records import DeliveryAttempt
 from nudgeflow.engine.actions import Conversion, Decision, Trigger
 from nudgeflow.engine.rules import Experiment, Rule, SeriesStep, Variant
 from nudgeflow.engine.stats import two_proportion_p_value
-from nudgeflow.pipeline.aggregates import Aggregates
-from nudgeflow.pipeline.analytics import refresh_bandits
 
 RULE = Rule(
     name="cart",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nudgeflow.pipeline.config import (
+from nudgeflow.config.loader import (
     DEFAULT_CONFIG,
     DEV_CONFIG,
     ConfigError,

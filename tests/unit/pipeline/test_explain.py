@@ -6,8 +6,8 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from nudgeflow.pipeline.cli import main
-from nudgeflow.pipeline.explain import render, verdict
+from nudgeflow.cli.explain import render, verdict
+from nudgeflow.cli.main import main
 
 
 def _d(outcome: str, at: str, **kw: Any) -> dict[str, Any]:

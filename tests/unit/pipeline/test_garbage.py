@@ -6,7 +6,8 @@ import gc
 
 import faust
 
-from nudgeflow.pipeline import garbage, metrics
+from nudgeflow.observability import metrics
+from nudgeflow.pipeline import garbage
 
 
 def test_freeze_takes_the_survivors_out_of_later_collections() -> None:

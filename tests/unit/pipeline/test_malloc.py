@@ -7,7 +7,8 @@ from pathlib import Path
 
 import faust
 
-from nudgeflow.pipeline import malloc, metrics
+from nudgeflow.observability import metrics
+from nudgeflow.pipeline import malloc
 
 
 def _trim_count() -> float:

@@ -15,7 +15,8 @@ import pytest
 from aiohttp import web
 
 from nudgeflow.events.model import Event
-from nudgeflow.pipeline.web.ingest import IngestOptions, SinkUnavailable, add_ingest_routes
+from nudgeflow.types.sinks import SinkUnavailable
+from nudgeflow.web.ingest import IngestOptions, add_ingest_routes
 
 NOW = 1_714_564_800_000  # 2024-05-01T12:00:00Z
 

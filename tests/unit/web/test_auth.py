@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from nudgeflow.pipeline.web.auth import (
+from nudgeflow.web.auth import (
     basic_username,
     bearer_token,
     require_token,

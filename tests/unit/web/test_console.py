@@ -16,11 +16,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from nudgeflow.analytics.service import Analytics
+from nudgeflow.config.topics import TopicNames
 from nudgeflow.engine.actions import Decision, encode_action
-from nudgeflow.pipeline.analytics import Analytics
-from nudgeflow.pipeline.topics import TopicNames
-from nudgeflow.pipeline.web.console import add_console_routes
-from nudgeflow.pipeline.web.experiments import add_experiment_routes
+from nudgeflow.web.console import add_console_routes
+from nudgeflow.web.experiments import add_experiment_routes
 from tests.unit.pipeline.test_aggregates import PLAIN, RULE, trigger
 
 TOKEN = "console-token"

@@ -15,8 +15,8 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nudgeflow.pipeline import metrics
-from nudgeflow.pipeline.web.ingest import IngestOptions, wall_clock_ms
+from nudgeflow.observability import metrics
+from nudgeflow.web.ingest import IngestOptions, wall_clock_ms
 from tests.unit.web.conftest import NOW, RecordingSink, Server, serve
 
 GOOD: dict[str, Any] = {"user_id": "u1", "type": "cart_add", "ts": NOW - 1000}

@@ -16,12 +16,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from nudgeflow.agents.ingest import partition_for
+from nudgeflow.agents.router import partition_for
 from nudgeflow.engine.actions import Decision
 from nudgeflow.engine.state import CONVERTED, Armed, CartItem, Fire, UserState
-from nudgeflow.pipeline.web.users import add_user_routes, owner_url, user_view
 from nudgeflow.tables import timeline
 from nudgeflow.tables.timeline import Timeline, with_decisions
+from nudgeflow.web.users import add_user_routes, owner_url, user_view
 from tests.fixtures.workers import free_port
 
 T0 = 1_714_564_800_000  # 2024-05-01T12:00:00Z

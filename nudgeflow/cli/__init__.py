@@ -1,0 +1,1 @@
+"""The `nudgeflow` command line, one module per command (main.py holds the group)."""

@@ -1,0 +1,112 @@
+"""Worker settings: the `settings:` section of nudgeflow.yaml, overridden by
+`NUDGEFLOW_*` environment variables, overridden by command-line flags.
+
+Secrets (the API token) come from the environment only and are never logged:
+`WorkerSettings.__repr__` masks them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from nudgeflow.engine.durations import parse_duration
+from nudgeflow.events.parse import EventLimits
+
+
+class SettingsError(ValueError):
+    pass
+
+
+class WorkerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    broker: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,...]")
+    topic_prefix: str = Field("nudgeflow", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    partitions: int = Field(4, ge=1, le=1024)
+    replication_factor: int = Field(1, ge=1, le=5)
+    app_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description="Faust app id (consumer group, changelog topic prefix); default: topic_prefix",
+    )
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535)
+    advertised_url: str | None = Field(
+        None,
+        description="How other workers reach this one (default http://web_host:web_port); "
+        "set it when binding 0.0.0.0, e.g. http://worker-1:6066 in Docker",
+    )
+    data_dir: Path = Path("var/nudgeflow")
+    api_token: SecretStr | None = None
+    segment_write_keys: list[str] = []
+    max_event_bytes: int = Field(64 * 1024, ge=256)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_batch: int = Field(1000, ge=1)
+    max_event_age: str = "365d"
+    max_event_skew: str = "1d"
+    tick_interval_s: float = Field(0.1, gt=0, le=10)
+    standby_replicas: int = Field(0, ge=0, le=3)
+    roles: list[str] = Field(
+        ["evaluate", "deliver"],
+        description="What this worker runs: evaluate (rules + timers), deliver (webhooks)",
+    )
+    log_level: str = Field("info", pattern=r"^(debug|info|warn|warning|error|crit)$")
+    log_format: str = Field("text", pattern=r"^(text|json)$", description="key=value or JSON lines")
+
+    @property
+    def group_id(self) -> str:
+        return self.app_id or self.topic_prefix
+
+    def event_limits(self) -> EventLimits:
+        """What every ingestion path (HTTP, Segment, WebSocket, Kafka) accepts."""
+        return EventLimits(
+            max_bytes=self.max_event_bytes,
+            max_age_ms=parse_duration(self.max_event_age),
+            max_skew_ms=parse_duration(self.max_event_skew),
+        )
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_has_port(cls, v: str) -> str:
+        for part in v.split(","):
+            host, _, port = part.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port, got {part!r}")
+        return v
+
+
+_ENV_PREFIX = "NUDGEFLOW_"
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, field in WorkerSettings.model_fields.items():
+        raw = env.get(_ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        out[name] = raw.split(",") if field.annotation == list[str] else raw
+    return out
+
+
+def resolve_settings(
+    file_section: Mapping[str, Any] | None,
+    *,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> WorkerSettings:
+    """Merge file < environment < flags (flags that are None are not given)."""
+    merged: dict[str, Any] = dict(file_section or {})
+    merged.update(_from_env(os.environ if env is None else env))
+    merged.update({k: v for k, v in (flags or {}).items() if v is not None})
+    try:
+        return WorkerSettings.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"settings.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise SettingsError(problems) from None

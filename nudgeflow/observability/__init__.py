@@ -1,0 +1,1 @@
+"""Basics every floor may use: Prometheus metric definitions, structured logs, the clock."""

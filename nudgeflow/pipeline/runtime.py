@@ -1,0 +1,91 @@
+"""The Runtime: what every agent, probe and view of one worker shares, built once.
+
+A leaf: it knows the app, the settings, the engine and the tables, and nothing above
+it (no agent, no analytics, no web server), so anything may take it as an argument
+without an import cycle. Every field is always set. Which agents run, and the web
+server, are assembled on top of it by `nudgeflow/worker.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import faust
+
+from nudgeflow.config.build import build_engine, engine_secret
+from nudgeflow.config.loader import NudgeflowConfig
+from nudgeflow.config.settings import WorkerSettings
+from nudgeflow.config.topics import TopicNames
+from nudgeflow.engine.core import Engine
+from nudgeflow.pipeline import garbage, malloc
+from nudgeflow.pipeline.app import create_app
+from nudgeflow.pipeline.producer import KafkaRecordSender
+from nudgeflow.pipeline.ticks import TickBook
+from nudgeflow.tables import delivered as delivered_table
+from nudgeflow.tables import timeline as timeline_table
+from nudgeflow.tables import users as users_table
+from nudgeflow.tables.direct import DirectTable
+from nudgeflow.tables.timer_floors import TimerFloors
+
+
+@dataclass
+class Runtime:
+    """Everything an agent or a web view needs, built once per worker."""
+
+    app: faust.App
+    settings: WorkerSettings
+    config: NudgeflowConfig
+    topics: TopicNames
+    engine: Engine
+    sender: KafkaRecordSender  # the one way an agent sends a record (pipeline/producer.py)
+    users: faust.Table  # user id -> UserState, with the timer index (tables/users.py)
+    timeline: faust.Table  # user id -> audit timeline (tables/timeline.py)
+    delivered: faust.Table  # trigger|destination -> delivered mark (tables/delivered.py)
+    # The agents' write path to each table (tables/direct.py): every writer shares one
+    # per table so each changelog partition gets the writes in order.
+    users_direct: DirectTable
+    timeline_direct: DirectTable
+    delivered_direct: DirectTable
+    tick_book: TickBook = field(default_factory=TickBook)
+    timer_floors: TimerFloors = field(default_factory=TimerFloors)
+
+    @property
+    def partitions(self) -> int:
+        return self.settings.partitions
+
+    def owned_partitions(self, topic: str) -> list[int]:
+        return owned_partitions(self.app, topic)
+
+
+def owned_partitions(app: faust.App, topic: str) -> list[int]:
+    """The partitions of `topic` this worker actively owns now, sorted."""
+    return sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic)
+
+
+def build_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime:
+    """The app, its tables and write paths, and the process tuning; no agents yet."""
+    app = create_app(settings)
+    sender = KafkaRecordSender(app)
+    users = users_table.define(app, settings.partitions)
+    timeline = timeline_table.define(app, settings.partitions)
+    delivered = delivered_table.define(app, settings.partitions)
+    rt = Runtime(
+        app=app,
+        settings=settings,
+        config=config,
+        topics=TopicNames(settings.topic_prefix),
+        engine=build_engine(config, secret=engine_secret()),
+        sender=sender,
+        users=users,
+        timeline=timeline,
+        delivered=delivered,
+        users_direct=DirectTable(users, sender),
+        timeline_direct=DirectTable(timeline, sender),
+        delivered_direct=DirectTable(delivered, sender),
+    )
+    rt.timer_floors.attach(app)
+    for direct in (rt.users_direct, rt.timeline_direct, rt.delivered_direct):
+        direct.attach(app)
+    malloc.install(app)
+    garbage.install(app)
+    return rt

@@ -1,0 +1,75 @@
+"""A worker process, assembled: runtime, agents by role, analytics, web server; and run.
+
+The floors below know nothing of each other's assembly (docs/architecture.md, "Floors"):
+`pipeline/runtime.py` builds the app and its tables, each agent module registers itself
+on it, and this module is the one place that decides which of them a worker runs.
+`nudgeflow worker`, `nudgeflow dev` and the tests all start workers through it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+from mode import Service
+
+from nudgeflow.agents import deliver, evaluate, timers
+from nudgeflow.analytics.service import Analytics
+from nudgeflow.config.loader import DEFAULT_CONFIG, NudgeflowConfig, load_config
+from nudgeflow.config.settings import WorkerSettings, resolve_settings
+from nudgeflow.observability import logs
+from nudgeflow.pipeline.provision import provision
+from nudgeflow.pipeline.runtime import Runtime, build_runtime
+from nudgeflow.web.server import WebServer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerParts:
+    """What one worker process runs: the runtime with its agents, analytics, the web."""
+
+    rt: Runtime
+    analytics: Analytics
+    web: WebServer
+
+
+def assemble(config: NudgeflowConfig, settings: WorkerSettings) -> WorkerParts:
+    """Build the runtime and register the agents of the worker's roles on it."""
+    rt = build_runtime(config, settings)
+    if "evaluate" in settings.roles:
+        evaluate.register(rt)
+        timers.register(rt)
+    if "deliver" in settings.roles:
+        deliver.register(rt)
+    analytics = Analytics(rt)
+    return WorkerParts(rt, analytics, WebServer(rt, analytics))
+
+
+def prepare(config_path: Path | None, flags: Mapping[str, Any]) -> WorkerParts:
+    """Validate everything (fails fast, naming rule and field), then assemble."""
+    config = load_config(config_path or DEFAULT_CONFIG)
+    settings = resolve_settings(config.settings, flags=flags)
+    return assemble(config, settings)
+
+
+def run(parts: WorkerParts, *, extra: Sequence[Service] = (), loglevel: str | None = None) -> None:
+    """Create the topics, then run until SIGINT/SIGTERM. Blocks; Faust owns the event loop."""
+    rt = parts.rt
+    provision(rt)
+    level = loglevel or rt.settings.log_level
+    worker = faust.Worker(
+        rt.app,
+        parts.web,
+        *extra,
+        loglevel=level,
+        logging_config=logs.logging_config(
+            level, rt.settings.log_format, logs.secrets_of(rt.config, rt.settings)
+        ),
+        redirect_stdouts=False,
+    )
+    worker.execute_from_commandline()
