@@ -28,7 +28,7 @@ help:
 	@echo "make dev      install, then run Nudgeflow (local Kafka + worker + web)"
 	@echo "make test     install, then run the whole test suite"
 	@echo "make install  system packages, .venv, Kafka jars"
-	@echo "make lint     ruff + mypy"
+	@echo "make lint     ruff + mypy + import contracts (lint-imports)"
 
 install: system-deps $(VENV)/.installed kafka-jars
 
@@ -54,6 +54,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy nudgeflow
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) test-artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -5,11 +5,9 @@ path), re-keyed events, and timer ticks. For each it loads the user's state,
 calls `Engine.apply` or `Engine.fire_due`, publishes the actions, and writes
 the state and the timer index back.
 
-"No lost reminders": a trigger record puts a hold on the user's partition
-(tables/write_queue.py), so the state that says "fired" reaches the changelog
-only after the trigger is in Kafka, and the source record is acknowledged (its
-offset committable) only once its writes are sent. After a crash the worst
-case is the same trigger (same `trigger_id`) twice, never none.
+"No lost reminders": the order of hold, send, ack, RocksDB and commit is
+tables/checkpoint.py's. After a crash the worst case is the same trigger (same
+`trigger_id`) twice, never none.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ from nudgeflow.observability.clock import now_ms
 from nudgeflow.observability.logs import log_decision
 from nudgeflow.pipeline.probes.pending import PendingTimers
 from nudgeflow.tables import timeline
+from nudgeflow.tables.checkpoint import Checkpoint
 from nudgeflow.tables import timers as timer_index
 from nudgeflow.tables import users as user_table
 from nudgeflow.tables.schema import RAW_TOPIC
@@ -59,6 +58,7 @@ class Evaluator:
         self.limits = rt.settings.event_limits()
         self.pending = PendingTimers.attach(rt)  # nudgeflow_timers_pending
         self.users = rt.users_direct
+        self.checkpoint = Checkpoint(rt.users_direct)  # the write ordering: tables/checkpoint.py
 
     async def handle_safely(self, event: faust.EventT) -> None:
         """Handle one record; never lose it and never die of it.
@@ -77,8 +77,8 @@ class Evaluator:
                 if not handled:
                     await self.handle(message)
                     handled = True
-                    self.users.after_sent(event.ack)
-                await self.users.flush()
+                    self.checkpoint.after_sent(event.ack)
+                await self.checkpoint.flush()
                 return
             except _KAFKA_ERRORS as exc:
                 log.warning(
@@ -102,7 +102,7 @@ class Evaluator:
                     return
                 await self._dead_letter(message, exc)
                 handled = True  # what it wrote locally still goes to the changelog
-                self.users.after_sent(event.ack)
+                self.checkpoint.after_sent(event.ack)
 
     async def _dead_letter(self, message: Message, exc: Exception) -> None:
         if message.topic == self.topics.ticks:
@@ -251,7 +251,7 @@ class Evaluator:
     async def _send_trigger(self, user_key: bytes, record: bytes, started: float | None) -> None:
         """Send now; the user's later writes wait for the ack (tables/write_queue.py)."""
         ack = await self.sender.send(self.topics.triggers, user_key, record, self.partition)
-        self.users.hold_until(ack)
+        self.checkpoint.hold_until(ack)
         if started is not None:
             ack.add_done_callback(
                 lambda _: metrics.event_to_trigger.observe(time.perf_counter() - started)

@@ -1,4 +1,4 @@
-"""Firing one armed rule at its logical time (DESIGN §3, issue 5).
+"""Firing one armed rule at its logical time (DESIGN §3).
 
 The checks run in this order, each a Decision with its reason when it stops
 the firing: `when` (condition_false) -> cooldown -> quiet hours (deferred or

@@ -1,41 +1,19 @@
 """Faust's consumer, except that it never steps over records it did not hand out.
 
-Faust's fetch loop (`faust.transport.consumer.Consumer._drain_messages`)
-treats any jump in a partition's offsets as a *gap*: records a compacted topic
-or a transaction marker removed. It marks the missing offsets as acknowledged,
-so the next commit passes over them. After a restart the jump is not a gap:
-right after recovery seeks the partitions to their committed offsets, the
-first records handed out often skip ahead (the committed one, then 8 to 37
-offsets further on, after most restarts of the kill -9 fault test; likely the
-rest of a batch fetched around the seek). Those records are then committed without ever
-reaching an agent. When the killed worker had processed them but its outputs
-were not yet in Kafka, their triggers were lost: 19 to 48 of 6,000 in
-tests/faults/test_worker_crash.py, and tests/integration/pipeline/
-test_consumer.py shows Faust's consumer skipping a jump.
+Invariants:
+* A jump in a partition's offsets on a topic that can have no gaps (anything but a
+  table changelog: ours are neither compacted nor transactional) is not committed
+  past: the partition seeks back to the last offset read and the fetcher reads the
+  skipped records again. At worst a record is handed out twice, which at-least-once
+  processing allows (the engine drops a repeated event; the deliver agent, a repeated
+  trigger). Records that retention deleted are a real gap and Faust's handling applies.
+* A fetch of idle partitions is held by the broker at most `FETCH_MAX_WAIT_MS`, not
+  Faust's hard-coded 1.5 s, so a busy partition's next records never wait behind it.
 
-Here a jump on a topic that can have no gaps (anything but a table changelog:
-our topics are neither compacted nor transactional) seeks the partition back
-to the last offset read and drops the out-of-order record; the fetcher reads
-the skipped records again. At worst a record is handed out twice, which
-at-least-once processing allows (the engine drops a repeated event; the
-deliver agent, a repeated trigger).
-
-Records that retention already deleted are a real gap (the partition's log
-start is past them), and Faust's handling applies.
-
-The method below is faust-streaming 0.15's `_drain_messages` (pyproject.toml
-pins the minor version) with only the gap branch changed.
-
-Faust's fetch setting also held every event up to 1.5 s (docs/performance.md,
-run 9). While a partition's fetched records are not all handed out 100 ms
-after they arrived (aiokafka's `prefetch_backoff`; a busy agent takes longer),
-aiokafka fetches the broker's *other* partitions without it. Those (ticks,
-re-keyed events) are usually idle, so the broker holds that request for the
-whole `fetch_max_wait_ms`, which Faust hard-codes to 1500, and no second
-request goes to a broker with one in flight: the busy partition's next records
-waited for it. At 500-700 events/s every event waited ~1.5 s. Here the hold is
-`FETCH_MAX_WAIT_MS`. (Raising `prefetch_backoff` instead, so fetches keep asking
-for every partition, stalled the whole broker's fetches behind any slow agent.)
+The method below is faust-streaming 0.15's `_drain_messages` (pyproject.toml pins the
+minor version) with only the gap branch changed. Why each exists, with the lost
+triggers and the held events that found them: docs/reliability.md ("Records Faust's
+consumer stepped over after a restart") and docs/performance.md ("Consumer").
 """
 
 from __future__ import annotations

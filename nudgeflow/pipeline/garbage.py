@@ -1,14 +1,12 @@
 """Python's garbage collector, kept from holding the worker up mid-stream.
 
-A full (generation 2) collection walks every object the collector tracks. A
-started worker holds about 100,000 that live as long as it does (modules,
-Faust's and aiokafka's services, compiled rules and templates), and each full
-collection took 78-98 ms. At 500 events/s one came every few seconds, and
-every event behind it waited (docs/performance.md, run 10).
-
-So once startup and the first table recovery are done, those objects go to
-the permanent generation with `gc.freeze()`, which CPython provides for this.
-Later full collections walk only what was allocated since: 2.5-7.7 ms.
+A full (generation 2) collection walks every object the collector tracks, and a
+started worker holds about 100,000 that live as long as it does (modules, Faust's
+and aiokafka's services, compiled rules and templates); every event behind such a
+collection waits. So once startup and the first table recovery are done, those
+objects go to the permanent generation with `gc.freeze()`, which CPython provides
+for this, and later full collections walk only what was allocated since (the
+before/after pauses and latencies: docs/performance.md, "Garbage collection").
 
 This is done once. A frozen object that later becomes part of a reference
 cycle is never collected. Objects freed by reference counting are freed as

@@ -4,33 +4,21 @@ Same RocksDB databases, same changelog topic and partitions, same recovery;
 only the write path differs. Faust's `table[key] = value` inside an agent
 builds a `FutureMessage`, queues it in the producer buffer, runs sensors on
 send and on ack, and writes the persisted changelog offset to RocksDB on
-every ack: ~400 µs of CPU per write on this machine, more than the rest of a
-bare agent's event (docs/performance.md, "Table writes"). Here a write is a
+every ack (its cost: docs/performance.md, "Table writes"). Here a write is a
 dict entry plus a queued record; `flush()` hands the queue to the producer in
 order.
 
-The local RocksDB only ever holds a prefix of the changelog. A write goes to
-an in-memory overlay first (reads see it at once) and reaches RocksDB when
-the broker has acknowledged its changelog record, in changelog order, in one
-batch with the partition's persisted offset. Faust writes RocksDB at once
-instead, and a kill -9 can then leave the local DB *ahead* of the changelog:
-recovery replays the records after the persisted offset (those acked by the
-broker but not yet seen acked here) over newer local values, putting back an
-old state while the timer-index changes made after it stay. The state then
-names an index entry that is gone, and its timer never fires: this lost 5 of
-6,000 triggers in one fresh-clone run of tests/faults/test_worker_crash.py.
-With only a prefix on disk, replaying from any earlier offset ends in the
-changelog's own state.
+Invariant: the local RocksDB only ever holds a prefix of the changelog. A write
+goes to an in-memory overlay first (reads see it at once) and reaches RocksDB
+when the broker has acknowledged its changelog record, in changelog order, in
+one batch with the partition's persisted offset (steps 3 and 4 of
+tables/checkpoint.py, which numbers the whole ordering). Faust writes RocksDB at
+once instead, and a kill -9 could leave the local DB ahead of the changelog and
+lose a timer (docs/reliability.md, "A local RocksDB ahead of its changelog").
 
 Also safe:
 * Order: one producer, queued writes sent in order, so each changelog
-  partition gets them in the order they were made (the timer index relies on
-  it, tables/timers.py).
-* At-least-once: the evaluate agent acknowledges a source record only once
-  its writes are handed to the producer (`after_sent`), and Faust flushes the
-  producer before it commits, so a committed offset never runs ahead of its
-  changelog records. Writes may wait behind a *hold* (`hold_until`, the ack of
-  a trigger record): tables/write_queue.py says why.
+  partition gets them in the order they were made (tables/timers.py relies on it).
 * Rebalance: Faust waits for the agents and flushes the producer before it
   revokes partitions, so every write of a revoked partition is in RocksDB
   before the partition moves; whatever is left then is dropped.

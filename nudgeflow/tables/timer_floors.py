@@ -3,9 +3,8 @@
 RocksDB keeps a deleted key as a tombstone until compaction, and a range scan
 steps over every tombstone in its way. Each fired timer deletes its index entry
 at the front of the index, so a scan from the first possible key gets slower
-with every timer fired (measured: 5 ms per seek after 10,000 deletes, 40 ms
-after 100,000), and the tick scheduler scans every partition several times a
-second.
+with every timer fired (docs/performance.md, "Timers"), and the tick scheduler
+scans every partition several times a second.
 
 A floor is a deadline below which a partition has no live entry: the first live
 deadline the last scan found (or "none at all"). Every `add` below it lowers it.

@@ -1,4 +1,4 @@
-"""HTTP, Segment and WebSocket ingestion (DESIGN §2, issue 2 item 4).
+"""HTTP, Segment and WebSocket ingestion (DESIGN §2).
 
 A call succeeds (202 `{"accepted": N}`) only after the sink reports that Kafka
 acknowledged every event; a bad event refuses the whole body (400, or 413 for

@@ -18,6 +18,7 @@ import pytest
 
 from nudgeflow.config.topics import TopicNames
 from nudgeflow.engine.actions import Trigger
+from tests import factories
 from tests.fixtures.kafka import Record, create_topics, produce
 from tests.fixtures.workers import ARTIFACTS, kill_group, stop_group
 
@@ -29,17 +30,9 @@ FAST_DELIVERY = {
 
 
 def make_trigger(n: int | str, dests: list[str], **fields: Any) -> Trigger:
-    return Trigger(
-        trigger_id=f"trg-{n}",
-        rule="abandoned_cart",
+    return factories.trigger(
+        f"trg-{n}",
         user_id=f"user-{n}",
-        variant="standard",
-        step=0,
-        fired_at="2026-01-01T10:30:00Z",
-        deadline="2026-01-01T10:30:00Z",
-        armed_at="2026-01-01T10:00:00Z",
-        late=False,
-        lateness_s=0.0,
         message=f"Come back, user {n}",
         destinations=dests,
         fields=fields,

@@ -18,6 +18,7 @@ from nudgeflow.delivery.dispatch import Dispatcher, Step
 from nudgeflow.delivery.retry import Outcome
 from nudgeflow.delivery.sender import Sender
 from nudgeflow.engine.actions import Trigger
+from tests import factories
 from tests.fixtures.receivers import Receiver, ReceiverFactory, hang, respond
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -27,20 +28,7 @@ FAST = DeliverySettings(
 
 
 def trigger(n: int = 1, dests: tuple[str, ...] = ("d",)) -> Trigger:
-    return Trigger(
-        trigger_id=f"t-{n}",
-        rule="abandoned_cart",
-        user_id=f"u{n}",
-        variant="standard",
-        step=0,
-        fired_at="2026-01-01T10:30:00Z",
-        deadline="2026-01-01T10:30:00Z",
-        armed_at="2026-01-01T10:00:00Z",
-        late=False,
-        lateness_s=0.0,
-        message="hi",
-        destinations=list(dests),
-    )
+    return factories.trigger(f"t-{n}", user_id=f"u{n}", destinations=list(dests))
 
 
 def dest(url: str, **kw: object) -> Destination:

@@ -7,20 +7,19 @@ from click.testing import CliRunner
 from nudgeflow.backtest.report import Tally, experiment_summary
 from nudgeflow.cli.backtest import command, parse_time
 from nudgeflow.engine.actions import Conversion, Decision, Trigger
+from tests import factories
 
 
 def trigger(rule: str, variant: str, step: int = 0, send: bool = True) -> Trigger:
-    return Trigger(
-        trigger_id=f"t-{rule}-{variant}-{step}",
+    at = "2024-06-03T00:00:00.000Z"
+    return factories.trigger(
+        f"t-{rule}-{variant}-{step}",
         rule=rule,
         user_id="u",
         variant=variant,
         step=step,
-        fired_at="2024-06-03T00:00:00.000Z",
-        deadline="2024-06-03T00:00:00.000Z",
-        armed_at="2024-06-03T00:00:00.000Z",
-        late=False,
-        lateness_s=0.0,
+        at=at,
+        armed_at=at,
         message="",
         destinations=[],
         send=send,

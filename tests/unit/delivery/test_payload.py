@@ -2,29 +2,21 @@ import msgspec
 
 from nudgeflow.delivery.payload import MAX_BODY_BYTES, encode_payload
 from nudgeflow.engine.actions import Trigger
+from tests import factories
 
 
 def make_trigger(message: str = "Your cart misses you", **fields: object) -> Trigger:
-    return Trigger(
-        trigger_id="t-1",
-        rule="abandoned_cart",
+    return factories.trigger(
+        "t-1",
         user_id="ana",
-        variant="standard",
-        step=0,
-        fired_at="2026-01-01T10:30:00Z",
-        deadline="2026-01-01T10:30:00Z",
-        armed_at="2026-01-01T10:00:00Z",
-        late=False,
-        lateness_s=0.0,
         message=message,
-        destinations=["zapier"],
         fields={
             "user_name": "Ana",
             "cart_value": 79.5,
             "cart_item_count": 2,
             "cart_first_item_name": "Boots",
             **fields,
-        },  # type: ignore[dict-item]
+        },
     )
 
 

@@ -12,24 +12,15 @@ from nudgeflow.engine.actions import Action, Conversion, Decision, Trigger
 from nudgeflow.engine.core import Engine
 from nudgeflow.engine.state import UserState
 from nudgeflow.events.model import Event
+from tests.factories import T0, D, H, M, S
+from tests.factories import event as ev
 
-T0 = 1_714_564_800_000  # 2024-05-01T12:00:00Z
-S, M, H, D = 1_000, 60_000, 3_600_000, 86_400_000
+__all__ = ["T0", "D", "H", "M", "Run", "S", "ev", "make_engine"]
 
 
 def make_engine(yaml_text: str) -> Engine:
     config = load_config_text(textwrap.dedent(yaml_text), base_dir=Path("/nonexistent"), env={})
     return build_engine(config, secret=b"test-secret")
-
-
-def ev(
-    type_: str, ts: int, event_id: str | None = None, user: str = "u1", **props: object
-) -> Event:
-    traits = props.pop("traits", {})
-    assert isinstance(traits, dict)
-    return Event(
-        user_id=user, type=type_, ts=ts, event_id=event_id, properties=props, traits=traits
-    )
 
 
 class Run:

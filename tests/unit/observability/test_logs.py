@@ -16,8 +16,9 @@ from nudgeflow.config.loader import load_config_text
 from nudgeflow.config.settings import WorkerSettings
 from nudgeflow.delivery.dispatch import Step, log_delivery_failure
 from nudgeflow.delivery.retry import AttemptResult, Outcome
-from nudgeflow.engine.actions import Decision, Trigger
+from nudgeflow.engine.actions import Decision
 from nudgeflow.observability import logs
+from tests import factories
 
 SECRET = "whsec_c2VjcmV0LXZhbHVlLWZvci10ZXN0cw=="
 
@@ -148,17 +149,13 @@ def test_no_decision_line_above_debug(configured: io.StringIO) -> None:
 
 
 def test_a_delivery_failure_is_a_warning_without_the_url(configured: io.StringIO) -> None:
-    trigger = Trigger(
-        trigger_id="t1",
+    trigger = factories.trigger(
+        "t1",
         rule="cart",
         user_id="ana",
         variant="default",
-        step=0,
-        fired_at="x",
-        deadline="x",
+        at="x",
         armed_at="x",
-        late=False,
-        lateness_s=0.0,
         message=f"hi {SECRET}",
         destinations=["crm"],
     )

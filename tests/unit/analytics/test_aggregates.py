@@ -12,6 +12,7 @@ from nudgeflow.delivery.records import DeliveryAttempt
 from nudgeflow.engine.actions import Conversion, Decision, Trigger
 from nudgeflow.engine.rules import Experiment, Rule, SeriesStep, Variant
 from nudgeflow.engine.stats import two_proportion_p_value
+from tests import factories
 
 RULE = Rule(
     name="cart",
@@ -28,17 +29,13 @@ PLAIN = Rule(name="ping", triggers=frozenset({"ping"}), steps=(SeriesStep(0, Non
 
 
 def trigger(tid: str, variant: str, *, rule: str = "cart", send: bool = True) -> Trigger:
-    return Trigger(
-        trigger_id=tid,
+    return factories.trigger(
+        tid,
         rule=rule,
         user_id=f"user-{tid}",
         variant=variant,
-        step=0,
-        fired_at="2024-05-01T12:00:00.000Z",
-        deadline="2024-05-01T12:00:00.000Z",
+        at="2024-05-01T12:00:00.000Z",
         armed_at="2024-05-01T11:30:00.000Z",
-        late=False,
-        lateness_s=0.0,
         message="",
         destinations=["hook"],
         send=send,
