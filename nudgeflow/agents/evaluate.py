@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
-from nudgeflow.agents import router
+from nudgeflow.agents import hooks, router
 from nudgeflow.engine.actions import Conversion, Decision, Trigger, encode_action
 from nudgeflow.events.model import Event, decode_event, encode_event
 from nudgeflow.events.parse import EventError
@@ -29,9 +29,9 @@ from nudgeflow.observability.clock import now_ms
 from nudgeflow.observability.logs import log_decision
 from nudgeflow.pipeline.probes.pending import PendingTimers
 from nudgeflow.tables import timeline
-from nudgeflow.tables.checkpoint import Checkpoint
 from nudgeflow.tables import timers as timer_index
 from nudgeflow.tables import users as user_table
+from nudgeflow.tables.checkpoint import Checkpoint
 from nudgeflow.tables.schema import RAW_TOPIC
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class Evaluator:
         self.pending = PendingTimers.attach(rt)  # nudgeflow_timers_pending
         self.users = rt.users_direct
         self.checkpoint = Checkpoint(rt.users_direct)  # the write ordering: tables/checkpoint.py
+        self.hook = hooks.parse(rt.settings.test_hook)  # tests only
 
     async def handle_safely(self, event: faust.EventT) -> None:
         """Handle one record; never lose it and never die of it.
@@ -158,6 +159,8 @@ class Evaluator:
         started = time.perf_counter()
         now = now_ms()
         state = user_table.load(self.users, user_key)
+        if self.hook is not None:
+            self.hook(event.type)
         step = self.rt.engine.apply(state, event, now)
         if step.duplicate:
             metrics.events_duplicate.inc()

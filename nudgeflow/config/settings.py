@@ -57,6 +57,26 @@ class WorkerSettings(BaseModel):
     )
     log_level: str = Field("info", pattern=r"^(debug|info|warn|warning|error|crit)$")
     log_format: str = Field("text", pattern=r"^(text|json)$", description="key=value or JSON lines")
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Failed or overrun attempts at handling one record (or firing one due "
+        "user) before it goes to the events DLQ; counted durably (tables/attempts.py)",
+    )
+    handling_budget_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="Wall time one engine call (one event, or one due user) may take; "
+        "past it the call is stopped and counts as a failed attempt",
+    )
+    test_hook: str | None = Field(
+        None,
+        pattern=r"^(spin|raise):[A-Za-z0-9_.-]{1,100}(:[0-9]{1,4}(\.[0-9]{1,3})?)?$",
+        description="Tests only: 'spin:TYPE:SECONDS' burns CPU, 'raise:TYPE' raises, in the "
+        "handling of every event of TYPE (agents/hooks.py)",
+    )
 
     @property
     def group_id(self) -> str:
