@@ -8,6 +8,12 @@ the state and the timer index back.
 "No lost reminders": the order of hold, send, ack, RocksDB and commit is
 tables/checkpoint.py's. After a crash the worst case is the same trigger (same
 `trigger_id`) twice, never none.
+
+No record stalls the worker: the engine call runs in a thread under the handling
+budget (agents/watchdog.py); one that raises or overruns is tried again, counted
+durably, and quarantined to the events DLQ after `max_attempts` (agents/quarantine.py).
+All or nothing: a step is fully encoded before its first record is sent
+(agents/plan.py), so an event that fails leaves no audit trace.
 """
 
 from __future__ import annotations
@@ -15,20 +21,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
+import msgspec
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
 from nudgeflow.agents import hooks, router
-from nudgeflow.engine.actions import Conversion, Decision, Trigger, encode_action
+from nudgeflow.agents.plan import Plan, plan
+from nudgeflow.agents.quarantine import Failed, Guard
+from nudgeflow.agents.watchdog import EngineThreads
+from nudgeflow.engine.actions import Conversion, Decision, Trigger
 from nudgeflow.events.model import Event, decode_event, encode_event
 from nudgeflow.events.parse import EventError
 from nudgeflow.observability import metrics
 from nudgeflow.observability.clock import now_ms
 from nudgeflow.observability.logs import log_decision
 from nudgeflow.pipeline.probes.pending import PendingTimers
-from nudgeflow.tables import timeline
+from nudgeflow.tables import attempts
 from nudgeflow.tables import timers as timer_index
 from nudgeflow.tables import users as user_table
 from nudgeflow.tables.checkpoint import Checkpoint
@@ -38,7 +49,6 @@ if TYPE_CHECKING:
     import faust
     from faust.types import Message
 
-    from nudgeflow.engine.actions import Action
     from nudgeflow.engine.state import UserState
     from nudgeflow.pipeline.runtime import Runtime
 
@@ -59,16 +69,20 @@ class Evaluator:
         self.pending = PendingTimers.attach(rt)  # nudgeflow_timers_pending
         self.users = rt.users_direct
         self.checkpoint = Checkpoint(rt.users_direct)  # the write ordering: tables/checkpoint.py
+        threads = EngineThreads(rt.settings.handling_budget_s)
+        book = attempts.AttemptBook(rt.attempts_direct)
+        self.guard = Guard(book, threads, rt.settings.max_attempts)
         self.hook = hooks.parse(rt.settings.test_hook)  # tests only
 
     async def handle_safely(self, event: faust.EventT) -> None:
         """Handle one record; never lose it and never die of it.
 
         Kafka being unreachable is retried (same record, the engine is deterministic and the
-        state is written last, so a retry can only repeat trigger ids, never lose one);
-        any other failure is a bug or a poison record: it goes to the events DLQ with the
-        reason, and the partition moves on. Either way the table writes it made go to their
-        changelogs (tables/direct.py), and the record is acknowledged once they are sent.
+        state is written last, so a retry can only repeat trigger ids, never lose one).
+        A poison record is quarantined by `handle` itself; any other failure (a bug outside
+        the engine call) sends the record to the events DLQ at once. Either way the table
+        writes it made go to their changelogs (tables/direct.py), and the record is
+        acknowledged once they are sent.
         """
         message = event.message
         delay = 0.5
@@ -80,25 +94,19 @@ class Evaluator:
                     handled = True
                     self.checkpoint.after_sent(event.ack)
                 await self.checkpoint.flush()
+                await self.guard.flush()
                 return
             except _KAFKA_ERRORS as exc:
                 log.warning(
-                    "Kafka unavailable while handling %s[%d]@%d (%s); retrying in %.1fs",
-                    message.topic,
-                    message.partition,
-                    message.offset,
+                    "Kafka unavailable while handling %s (%s); retrying in %.1fs",
+                    _source(message),
                     type(exc).__name__,
                     delay,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             except Exception as exc:
-                log.exception(
-                    "evaluate failed on %s[%d]@%d",
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                )
+                log.exception("evaluate failed on %s", _source(message))
                 if handled:  # the changelog flush: the next record's flush tries again
                     return
                 await self._dead_letter(message, exc)
@@ -108,28 +116,27 @@ class Evaluator:
     async def _dead_letter(self, message: Message, exc: Exception) -> None:
         if message.topic == self.topics.ticks:
             return  # a tick carries nothing; the next one retries the firing
-        await self._to_dlq(
-            message, EventError("processing_error", f"{type(exc).__name__}: {exc}"[:500])
-        )
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        await self._to_dlq(message, EventError(attempts.ERROR, error))
 
-    async def _to_dlq(self, message: Message, error: EventError) -> None:
+    async def _to_dlq(
+        self, message: Message, error: EventError, tried: attempts.Attempts | None = None
+    ) -> None:
         """The original bytes to `<prefix>.events.dlq`, the reason in headers."""
         metrics.dead_letters.labels(topic="events.dlq").inc()
-        await self.sender.send(
-            self.topics.events_dlq,
-            message.key,
-            message.value,
-            headers=router.dlq_headers(error, message.partition, message.offset),
-        )
+        headers = router.dlq_headers(error, message.partition, message.offset)
+        if tried is not None:
+            headers.append(("nudgeflow-attempts", str(tried.count).encode()))
+        await self.sender.send(self.topics.events_dlq, message.key, message.value, headers=headers)
 
     async def handle(self, message: Message) -> None:
         topic = message.topic
         self.partition = message.partition  # the user's: see pipeline/producer.py
         if topic == self.topics.ticks:
-            await self.fire_timers(message.partition)
+            await self.fire_timers(message)
         elif topic == self.topics.events_by_user:
             event = decode_event(message.value or b"")
-            await self.apply_event(event, message.key or event.user_id.encode())
+            await self.apply_event(event, message.key or event.user_id.encode(), message)
         else:
             await self.ingest(message)
 
@@ -144,7 +151,7 @@ class Evaluator:
             limits=self.limits,
         )
         if isinstance(routed, router.Apply):
-            await self.apply_event(routed.event, routed.user_key)
+            await self.apply_event(routed.event, routed.user_key, message)
         elif isinstance(routed, router.Reroute):
             await self.sender.send(
                 self.topics.events_by_user, routed.user_key, encode_event(routed.event)
@@ -155,21 +162,47 @@ class Evaluator:
             log.info("event rejected to DLQ: %s (%s)", error.reason, error.field)
             await self._to_dlq(message, error)
 
-    async def apply_event(self, event: Event, user_key: bytes) -> None:
+    async def apply_event(self, event: Event, user_key: bytes, message: Message) -> None:
+        """Apply one event: attempts until one succeeds, or quarantine after the last."""
         started = time.perf_counter()
-        now = now_ms()
-        state = user_table.load(self.users, user_key)
-        if self.hook is not None:
-            self.hook(event.type)
-        step = self.rt.engine.apply(state, event, now)
-        if step.duplicate:
+        key = attempts.record_key(message.topic, message.partition, message.offset)
+        while True:
+            state = user_table.load(self.users, user_key)  # afresh: the engine mutates it
+            now = now_ms()
+            try:
+                call = partial(self._apply, state, event, now)
+                planned = await self.guard.attempt(key, call, _source(message))
+                break
+            except Failed as failed:
+                if failed.final:
+                    await self._quarantine(message, key, failed.attempts)
+                    return
+        if planned is None:
             metrics.events_duplicate.inc()
             return
         metrics.events_applied.inc()
-        await self.publish(step.state, user_key, step.actions, started)
-        self.store(user_key, step.state)
+        await self.publish(user_key, planned, started)
+        self.store(user_key, planned)
 
-    async def fire_timers(self, partition: int) -> None:
+    def _apply(self, state: UserState | None, event: Event, now: int) -> Plan | None:
+        """In an engine thread: the step and everything it will send and write, encoded."""
+        if self.hook is not None:
+            self.hook(event.type)
+        step = self.rt.engine.apply(state, event, now)
+        return None if step.duplicate else plan(step.state, step.actions)
+
+    async def _quarantine(self, message: Message, key: bytes, tried: attempts.Attempts) -> None:
+        log.error(
+            "%s quarantined to the events DLQ after %d attempts", _source(message), tried.count
+        )
+        metrics.quarantined.labels(kind="record").inc()
+        await self._to_dlq(message, EventError(tried.reason, tried.error), tried)
+        self.guard.forget(key)
+
+    async def fire_timers(self, message: Message) -> None:
+        """Fire the partition's due users, each its own attempt: a poison user is skipped
+        (the next tick tries it again) and quarantined after its last attempt."""
+        partition = message.partition
         now = now_ms()
         users = self.users
         floors = self.rt.timer_floors
@@ -182,49 +215,68 @@ class Evaluator:
                 timer_index.remove(users, user_key, deadline)
                 self.pending.moved(deadline, None)
                 continue
-            step = self.rt.engine.fire_due(state, now)
-            if step.actions:
+            key = attempts.timer_key(deadline, user_key)
+            source = f"timer {deadline} of {user_key!r}"
+            try:
+                planned = await self.guard.attempt(key, partial(self._fire, state, now), source)
+            except Failed as failed:
+                if failed.final:
+                    await self._quarantine_timer(partition, user_key, deadline, failed.attempts)
+                continue
+            if planned.records:
                 metrics.timer_lateness.observe(max(0.0, (now - deadline) / 1000))
-            await self.publish(step.state, user_key, step.actions, None)
-            self.store(user_key, step.state, consumed=True)
+            await self.publish(user_key, planned, None)
+            self.store(user_key, planned)
         self.rt.tick_book.done(partition)
 
-    def store(self, user_key: bytes, state: UserState, *, consumed: bool = False) -> None:
+    def _fire(self, state: UserState, now: int) -> Plan:
+        step = self.rt.engine.fire_due(state, now)
+        return plan(step.state, step.actions, consumed=True)
+
+    async def _quarantine_timer(
+        self, partition: int, user_key: bytes, deadline: int, tried: attempts.Attempts
+    ) -> None:
+        """Drop the user's due index entry and say so on the events DLQ. The state keeps
+        its rules (stored as it was, minus the entry): the user's next event files it
+        again. Reloaded: the failed attempt may still be changing the one it had."""
+        log.error("timer %d of %r quarantined after %d attempts", deadline, user_key, tried.count)
+        metrics.quarantined.labels(kind="timer").inc()
+        metrics.dead_letters.labels(topic="events.dlq").inc()
+        timer_index.remove(self.users, user_key, deadline)
+        self.pending.moved(deadline, None)
+        state = user_table.load(self.users, user_key)
+        if state is not None:
+            state.indexed = None
+            user_table.save(self.users, user_key, state)
+        user = user_key.decode(errors="replace")
+        value = msgspec.json.encode({"user_id": user, "timer_deadline": deadline})
+        headers = router.dlq_headers(EventError(tried.reason, tried.error), partition, -1)
+        headers.append(("nudgeflow-attempts", str(tried.count).encode()))
+        await self.sender.send(self.topics.events_dlq, user_key, value, headers=headers)
+        self.guard.forget(attempts.timer_key(deadline, user_key))
+
+    def store(self, user_key: bytes, planned: Plan) -> None:
         """Write the state and keep the (lazy) timer index right: see tables/timers.py.
 
-        `consumed`: the user's entry just came due and must be re-filed or dropped.
         Order: new entry, then the state naming it, then the old entry's removal.
         """
         users = self.users
-        have = state.indexed
-        want = state.next_deadline()
-        keep = have is not None and not consumed and want is not None and want >= have
-        if keep or (have is None and want is None):
-            user_table.save(users, user_key, state)
+        if not planned.refile:
+            user_table.put(users, user_key, planned.state)
             return
+        have, want = planned.indexed_before, planned.indexed
         timer_index.add(users, user_key, want)
         if want is not None:
             self.rt.timer_floors.lower(self.partition, want)
-        state.indexed = want
-        user_table.save(users, user_key, state)
+        user_table.put(users, user_key, planned.state)
         if have != want:
             timer_index.remove(users, user_key, have)
         self.pending.moved(have, want)
 
-    async def publish(
-        self,
-        state: UserState,
-        user_key: bytes,
-        actions: list[Action],
-        started: float | None,
-    ) -> None:
-        decisions: list[Decision] = []  # for the user's audit timeline
-        late: dict[str, float] = {}  # trigger id -> lateness (s), shown on its `fired` decision
-        for action in actions:
-            value = b"" if _unaudited(action) else encode_action(action)
+    async def publish(self, user_key: bytes, planned: Plan, started: float | None) -> None:
+        """Send the step's records in order; each trigger holds the writes after it."""
+        for action, value in planned.records:
             if isinstance(action, Trigger):
-                if action.late:
-                    late[action.trigger_id] = action.lateness_s
                 await self._send_trigger(user_key, value, started)
                 metrics.triggers_emitted.labels(rule=action.rule, variant=action.variant).inc()
                 if _in_experiment(self.rt, action.rule):  # every variant, control included
@@ -236,20 +288,13 @@ class Evaluator:
                     rule=action.rule, outcome=action.outcome, reason=action.reason or ""
                 ).inc()
                 log_decision(action)
-                if action.outcome == "rearmed":
-                    continue  # counted, not audited: see _unaudited()
-                if action.outcome == "fired" and action.trigger_id in late:
-                    lateness = late[action.trigger_id]
-                    action.detail = {**action.detail, "late": True, "lateness_s": lateness}
-                    value = encode_action(action)
-                decisions.append(action)
-                await self.sender.send(self.topics.decisions, user_key, value, self.partition)
+                if value:  # b"": counted, not audited (agents/plan.py, `unaudited`)
+                    await self.sender.send(self.topics.decisions, user_key, value, self.partition)
             elif isinstance(action, Conversion):
                 metrics.experiment_conversions.labels(
                     rule=action.rule, variant=action.variant, kind=action.kind
                 ).inc()
                 await self.sender.send(self.topics.conversions, user_key, value, self.partition)
-        timeline.remember(state, decisions)
 
     async def _send_trigger(self, user_key: bytes, record: bytes, started: float | None) -> None:
         """Send now; the user's later writes wait for the ack (tables/write_queue.py)."""
@@ -261,12 +306,8 @@ class Evaluator:
             )
 
 
-def _unaudited(action: Action) -> bool:
-    """`rearmed` (an activity event pushed an inactivity deadline) happens on nearly every
-    event; it is counted in metrics, and the deadline is in the user's state, but it is not
-    written to the audit topic or timeline: it would triple the records per event and say
-    nothing that the next armed/fired/cancelled/condition_false record does not."""
-    return isinstance(action, Decision) and action.outcome == "rearmed"
+def _source(message: Message) -> str:
+    return f"{message.topic}[{message.partition}]@{message.offset}"
 
 
 def _in_experiment(rt: Runtime, rule_name: str) -> bool:

@@ -278,3 +278,17 @@ faust_assignments = Counter(
     ["result"],
     registry=REGISTRY,
 )
+handling_failures = Counter(
+    "nudgeflow_handling_failures",
+    "Failed attempts at one record's (or one due user's) engine call, by outcome: error "
+    "(it raised), overrun (stopped past handling_budget_s)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+quarantined = Counter(
+    "nudgeflow_quarantined",
+    "Records (kind=record) and due timers (kind=timer) sent to the events DLQ after "
+    "max_attempts failed attempts",
+    ["kind"],
+    registry=REGISTRY,
+)

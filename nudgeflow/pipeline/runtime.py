@@ -21,6 +21,7 @@ from nudgeflow.pipeline import garbage, malloc
 from nudgeflow.pipeline.app import create_app
 from nudgeflow.pipeline.producer import KafkaRecordSender
 from nudgeflow.pipeline.ticks import TickBook
+from nudgeflow.tables import attempts as attempts_table
 from nudgeflow.tables import delivered as delivered_table
 from nudgeflow.tables import timeline as timeline_table
 from nudgeflow.tables import users as users_table
@@ -46,6 +47,7 @@ class Runtime:
     users_direct: DirectTable
     timeline_direct: DirectTable
     delivered_direct: DirectTable
+    attempts_direct: DirectTable  # record -> failed handling attempts (tables/attempts.py)
     tick_book: TickBook = field(default_factory=TickBook)
     timer_floors: TimerFloors = field(default_factory=TimerFloors)
 
@@ -82,9 +84,10 @@ def build_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime:
         users_direct=DirectTable(users, sender),
         timeline_direct=DirectTable(timeline, sender),
         delivered_direct=DirectTable(delivered, sender),
+        attempts_direct=DirectTable(attempts_table.define(app, settings.partitions), sender),
     )
     rt.timer_floors.attach(app)
-    for direct in (rt.users_direct, rt.timeline_direct, rt.delivered_direct):
+    for direct in (rt.users_direct, rt.timeline_direct, rt.delivered_direct, rt.attempts_direct):
         direct.attach(app)
     malloc.install(app)
     garbage.install(app)

@@ -8,12 +8,10 @@ is written to the changelog partition of the trigger record that caused it.
 
 from __future__ import annotations
 
-from typing import cast
-
 import faust
 
 from nudgeflow.tables import options
-from nudgeflow.tables.schema import RAW_TABLE
+from nudgeflow.tables.schema import raw_table
 
 NAME = "delivered"
 DELIVERED, RETRYING, DEAD = b"delivered", b"retrying", b"dead"
@@ -24,12 +22,10 @@ def key(trigger_id: str, destination: str) -> bytes:
 
 
 def define(app: faust.App, partitions: int) -> faust.Table:
-    table = app.Table(
+    return raw_table(
+        app,
         NAME,
-        default=None,
-        **RAW_TABLE,
-        partitions=partitions,
-        options=options.small(),
-        help="trigger_id|destination -> delivered/retrying/dead (webhook dedupe)",
+        partitions,
+        options.small(),
+        "trigger_id|destination -> delivered/retrying/dead (webhook dedupe)",
     )
-    return cast(faust.Table, table)

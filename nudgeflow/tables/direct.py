@@ -92,10 +92,11 @@ class DirectTable:
         value = self._db(_partition()).get(key) if write is None else write.value
         return default if value is None else value
 
-    def _write(self, key: bytes, value: bytes | None) -> None:
+    def _write(self, key: bytes, value: bytes | None) -> Write:
         write = Write(_partition(), key, value)
         self._overlay[key] = write
         self._queue.write(write)
+        return write
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self._write(key, value)
@@ -108,6 +109,19 @@ class DirectTable:
         self._write(key, None)
         self._deletes.inc()
         return value
+
+    async def put_acked(self, key: bytes, value: bytes) -> None:
+        """Write, send, and return once the broker has acknowledged the changelog record:
+        the value survives a kill -9 from then on. For a table no one holds (a held
+        partition would not send it; that is an error here, not a wait)."""
+        write = self._write(key, value)
+        self._sets.inc()
+        await self.flush()
+        if write.future is None:  # another flush had it; wait for that one to finish
+            await self.flush()
+        if write.future is None:
+            raise RuntimeError(f"{self.name}: put_acked on a held partition")
+        await asyncio.shield(write.future)
 
     def hold_until(self, future: asyncio.Future[Any]) -> None:
         """Later writes of the current partition go out only once `future` succeeds.

@@ -8,7 +8,9 @@ keyword arguments rather than a faust.Schema.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
+
+import faust
 
 RAW_TABLE: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
 
@@ -18,3 +20,13 @@ RAW_TOPIC: dict[str, Any] = {
     "key_serializer": "raw",
     "value_serializer": "raw",
 }
+
+
+def raw_table(
+    app: faust.App, name: str, partitions: int, options: dict[str, Any], help: str
+) -> faust.Table:
+    """A changelog-backed RocksDB table of raw bytes, partitioned like the events."""
+    table = app.Table(
+        name, default=None, **RAW_TABLE, partitions=partitions, options=options, help=help
+    )
+    return cast(faust.Table, table)

@@ -16,7 +16,6 @@ existed) come first.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import cast
 
 import faust
 import msgspec
@@ -25,7 +24,7 @@ from nudgeflow.delivery.records import DeliveryAttempt
 from nudgeflow.engine.actions import Decision
 from nudgeflow.engine.state import UserState
 from nudgeflow.tables import options
-from nudgeflow.tables.schema import RAW_TABLE
+from nudgeflow.tables.schema import raw_table
 from nudgeflow.types.tables import TableView
 
 NAME = "timeline"
@@ -79,15 +78,13 @@ def merged(timeline: Timeline, state: UserState | None) -> Timeline:
 
 
 def define(app: faust.App, partitions: int) -> faust.Table:
-    table = app.Table(
+    return raw_table(
+        app,
         NAME,
-        default=None,
-        **RAW_TABLE,
-        partitions=partitions,
-        options=options.small(),
-        help="Per-user audit timeline (last decisions and delivery attempts)",
+        partitions,
+        options.small(),
+        "Per-user audit timeline (last decisions and delivery attempts)",
     )
-    return cast(faust.Table, table)
 
 
 def load(table: TableView, user_key: bytes) -> Timeline:

@@ -7,26 +7,22 @@ iteration, where Faust knows the partition (DESIGN §7).
 
 from __future__ import annotations
 
-from typing import cast
-
 import faust
 
 from nudgeflow.engine.state import UserState, decode_state, encode_state
 from nudgeflow.tables import options
-from nudgeflow.tables.schema import RAW_TABLE
+from nudgeflow.tables.schema import raw_table
 from nudgeflow.types.tables import TableView
 
 
 def define(app: faust.App, partitions: int) -> faust.Table:
-    table = app.Table(
+    return raw_table(
+        app,
         "users",
-        default=None,
-        **RAW_TABLE,
-        partitions=partitions,
-        options=options.users(),
-        help="Per-user state (profile, cart, history, armed rules) and the timer index",
+        partitions,
+        options.users(),
+        "Per-user state (profile, cart, history, armed rules) and the timer index",
     )
-    return cast(faust.Table, table)
 
 
 def load(table: TableView, user_key: bytes) -> UserState | None:
@@ -36,3 +32,8 @@ def load(table: TableView, user_key: bytes) -> UserState | None:
 
 def save(table: TableView, user_key: bytes, state: UserState) -> None:
     table[user_key] = encode_state(state)
+
+
+def put(table: TableView, user_key: bytes, encoded: bytes) -> None:
+    """Store a state already encoded (agents/plan.py encodes before anything is sent)."""
+    table[user_key] = encoded

@@ -1,0 +1,122 @@
+"""One counted attempt at a record's engine call: the poison-record policy (issue 21.2).
+
+A record whose handling raises or overruns the handling budget is tried again, up to
+`max_attempts` in all, and then goes to the events DLQ with the reason; the partition
+moves on. The count is durable (tables/attempts.py): an attempt is counted while it
+still runs (past `MARK_AFTER_S`) or as soon as it fails, and the count is acknowledged
+by the broker before the next attempt starts. So a worker killed in the middle of a
+long attempt, or one that loses the partition, leaves the count to whoever goes on.
+A record handled in time costs no write.
+
+What is not counted: an attempt that ends the process in under `MARK_AFTER_S` (a
+segfault at once); Kafka being unreachable (retried, never a poison).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from nudgeflow.agents.watchdog import EngineThreads, Overrun
+from nudgeflow.observability import metrics
+from nudgeflow.tables.attempts import ERROR, TIMEOUT, AttemptBook, Attempts
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Failed(Exception):
+    """This attempt failed (and is counted); `attempts.count` says how many so far."""
+
+    def __init__(self, attempts: Attempts, *, final: bool) -> None:
+        super().__init__(attempts.error)
+        self.attempts = attempts
+        self.final = final  # max_attempts reached: quarantine it
+
+
+class _NotCounted(Exception):
+    """Writing the count failed (Kafka); the cause is what the caller sees."""
+
+
+class Guard:
+    """Counted, time-bounded attempts at pure engine calls."""
+
+    def __init__(self, book: AttemptBook, threads: EngineThreads, max_attempts: int) -> None:
+        self.book = book
+        self.threads = threads
+        self.max_attempts = max_attempts
+
+    async def attempt(self, key: bytes, fn: Callable[[], T], source: str) -> T:
+        """`fn()` once, in an engine thread under the handling budget.
+
+        Raises `Failed` if it raised or overran (counted durably before this returns),
+        with `final` set once `max_attempts` is reached; also, without running `fn`,
+        when the stored count already reached it (a crash after the last attempt).
+        """
+        before = self.book.get(key)
+        if before is not None and before.count >= self.max_attempts:
+            raise Failed(before, final=True)
+        count = (before.count if before else 0) + 1
+        counted: list[Attempts] = []
+
+        async def on_slow() -> None:
+            slow = Attempts(count=count, reason=TIMEOUT, error="still running")
+            try:
+                await self.book.count(key, slow)
+            except Exception as exc:
+                raise _NotCounted from exc
+            counted.append(slow)
+            self._log(
+                source, count, f"counted: still running after {self.threads.mark_after_s:g} s"
+            )
+
+        try:
+            result = await self.threads.run(fn, on_slow)
+        except _NotCounted as exc:
+            raise exc.__cause__ or exc from None  # Kafka: the caller retries, uncounted
+        except Overrun as exc:
+            failure, error = Attempts(count=count, reason=TIMEOUT, error=str(exc)), None
+        except Exception as exc:
+            failure, error = Attempts(count=count, reason=ERROR, error=_describe(exc)), exc
+        else:
+            if before is not None or counted:
+                self.book.clear(key)
+            return result
+        await self._failed(key, failure, source, counted=bool(counted), error=error)
+        raise Failed(failure, final=count >= self.max_attempts)
+
+    async def _failed(
+        self,
+        key: bytes,
+        failure: Attempts,
+        source: str,
+        *,
+        counted: bool,
+        error: BaseException | None,
+    ) -> None:
+        """Count a failed attempt (unless it was counted while running and merely overran)."""
+        overrun = failure.reason == TIMEOUT
+        metrics.handling_failures.labels(outcome="overrun" if overrun else "error").inc()
+        if not (counted and overrun):
+            await self.book.count(key, failure)
+        verb = "stopped" if counted and overrun else "failed" if counted else "counted"
+        self._log(source, failure.count, f"{verb}: {failure.error}", error)
+
+    def _log(self, source: str, count: int, what: str, error: BaseException | None = None) -> None:
+        log.warning(
+            "%s: attempt %d of %d %s", source, count, self.max_attempts, what, exc_info=error
+        )
+
+    def forget(self, key: bytes) -> None:
+        """The record is quarantined (or was handled): its count is no longer needed."""
+        self.book.clear(key)
+
+    async def flush(self) -> None:
+        """Send the counts' removals (`forget`, a success after failures) to the changelog."""
+        await self.book.table.flush()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]

@@ -1,0 +1,99 @@
+"""A poison call is tried `max_attempts` times, each counted before the next starts."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from nudgeflow.agents.quarantine import Failed, Guard
+from nudgeflow.agents.watchdog import EngineThreads
+from nudgeflow.tables.attempts import ERROR, TIMEOUT, Attempts
+
+KEY = b"r|events|0|7"
+
+
+class _Book:
+    """The attempts table as a dict; `writes` is every durable count, in order."""
+
+    def __init__(self) -> None:
+        self.rows: dict[bytes, Attempts] = {}
+        self.writes: list[Attempts] = []
+
+    def get(self, key: bytes) -> Attempts | None:
+        return self.rows.get(key)
+
+    async def count(self, key: bytes, attempts: Attempts) -> None:
+        self.rows[key] = attempts
+        self.writes.append(attempts)
+
+    def clear(self, key: bytes) -> None:
+        self.rows.pop(key, None)
+
+
+def _guard(book: _Book, budget_s: float = 1.0, mark_after_s: float = 0.05) -> Guard:
+    threads = EngineThreads(budget_s, mark_after_s=mark_after_s)
+    return Guard(book, threads, max_attempts=3)  # type: ignore[arg-type]
+
+
+def _boom() -> Any:
+    raise ValueError("poison")
+
+
+async def test_a_raising_call_is_counted_each_time_and_final_at_the_third() -> None:
+    book = _Book()
+    guard = _guard(book)
+    finals = []
+    for _ in range(3):
+        with pytest.raises(Failed) as failed:
+            await guard.attempt(KEY, _boom, "test")
+        finals.append(failed.value.final)
+    assert finals == [False, False, True]
+    assert [(a.count, a.reason) for a in book.writes] == [(1, ERROR), (2, ERROR), (3, ERROR)]
+    assert "ValueError: poison" in book.rows[KEY].error
+
+    ran = []
+    with pytest.raises(Failed) as failed:  # a restart after the third: not run again
+        await guard.attempt(KEY, lambda: ran.append(1), "test")
+    assert failed.value.final and ran == []
+
+
+async def test_a_success_after_failures_forgets_the_count() -> None:
+    book = _Book()
+    guard = _guard(book)
+    with pytest.raises(Failed):
+        await guard.attempt(KEY, _boom, "test")
+    assert await guard.attempt(KEY, lambda: "ok", "test") == "ok"
+    assert KEY not in book.rows
+
+
+async def test_a_long_call_is_counted_while_it_runs_and_forgotten_if_it_finishes() -> None:
+    book = _Book()
+    guard = _guard(book, budget_s=2.0)
+    seen: list[Attempts | None] = []
+
+    def slow() -> str:
+        time.sleep(0.3)
+        seen.append(book.rows.get(KEY))  # counted before the call ended
+        return "done"
+
+    assert await guard.attempt(KEY, slow, "test") == "done"
+    assert seen == [Attempts(count=1, reason=TIMEOUT, error="still running")]
+    assert KEY not in book.rows
+
+
+async def test_an_overrun_is_counted_once_and_stopped(caplog: pytest.LogCaptureFixture) -> None:
+    book = _Book()
+    guard = _guard(book, budget_s=0.2)
+
+    def spin() -> None:
+        while True:
+            pass
+
+    with pytest.raises(Failed) as failed:
+        await guard.attempt(KEY, spin, "events[0]@7")
+    assert failed.value.attempts.reason == TIMEOUT and not failed.value.final
+    assert [a.count for a in book.writes] == [1]
+    counted = [r.getMessage() for r in caplog.records if "counted" in r.getMessage()]
+    assert counted == ["events[0]@7: attempt 1 of 3 counted: still running after 0.05 s"]
