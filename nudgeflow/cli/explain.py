@@ -2,6 +2,8 @@
 
 It asks any worker for GET /users/<id> (the worker forwards to the owner) and
 turns the state and audit timeline into sentences for a person at a terminal.
+The id is percent-encoded whole (web/paths.py), so ids with `/ ? # %`,
+dots or non-ASCII characters ask for exactly that user.
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 import os
 import sys
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 import click
+
+from nudgeflow.web.paths import user_url
 
 _REASONS = {
     "cooldown": "the rule's cooldown had not passed since it last fired",
@@ -109,7 +112,7 @@ async def fetch_user(url: str, user_id: str, token: str | None) -> tuple[int, di
     timeout = aiohttp.ClientTimeout(total=15)
     async with (
         aiohttp.ClientSession(timeout=timeout) as session,
-        session.get(f"{url.rstrip('/')}/users/{quote(user_id, safe='')}", headers=headers) as resp,
+        session.get(user_url(url, user_id), headers=headers) as resp,
     ):
         return resp.status, await resp.json(content_type=None)
 

@@ -6,6 +6,11 @@ Faust's assignor knows every worker's partitions and web URL (the app's
 partition forwards the request there, once (a forwarded request is always
 answered locally, so a stale assignment cannot loop). The view carries no
 secrets: no config, no tokens, no trigger bodies.
+
+The forward goes to one fixed route, `/users/<id>`, built from the decoded id
+(web/paths.py): never the path the client sent, so `ana%3Fx` cannot become user
+`ana` with a query, `pct%2541` cannot be decoded twice into `pctA`, and
+`..%2Fmetrics` cannot become a dot segment that lands on another route.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from nudgeflow.tables import users as users_table
 from nudgeflow.tables.timeline import Timeline
 from nudgeflow.web.auth import require_token
 from nudgeflow.web.errors import json_error
+from nudgeflow.web.paths import user_url
 
 if TYPE_CHECKING:
     from nudgeflow.pipeline.runtime import Runtime
@@ -129,18 +135,19 @@ class UserViews:
                     headers={"Retry-After": "2"},
                 )
             if owner.rstrip("/") != self.own_url.rstrip("/"):
-                return await self.forward(request, owner)
+                return await self.forward(request, owner, user_id)
         body = self.local(user_id, partition)
         if not body["known"] and not body["decisions"] and not body["deliveries"]:
             return json_error(404, f"no state for user {user_id!r}", code="unknown_user")
         return web.json_response(body)
 
-    async def forward(self, request: web.Request, owner: str) -> web.StreamResponse:
+    async def forward(self, request: web.Request, owner: str, user_id: str) -> web.StreamResponse:
+        """The owner's answer for exactly `user_id` (see the module docstring)."""
         headers = {FORWARDED: self.own_url}
         auth = request.headers.get("Authorization")
         if auth is not None:
             headers["Authorization"] = auth
-        url = owner.rstrip("/") + request.rel_url.path_qs
+        url = user_url(owner, user_id)
         timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
         try:
             async with (

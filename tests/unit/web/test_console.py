@@ -21,7 +21,7 @@ from nudgeflow.config.topics import TopicNames
 from nudgeflow.engine.actions import Decision, encode_action
 from nudgeflow.web.console import add_console_routes
 from nudgeflow.web.experiments import add_experiment_routes
-from tests.unit.pipeline.test_aggregates import PLAIN, RULE, trigger
+from tests.unit.analytics.test_aggregates import PLAIN, RULE, trigger
 
 TOKEN = "console-token"
 TOPICS = TopicNames("t")

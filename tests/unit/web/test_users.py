@@ -186,3 +186,32 @@ async def test_unreachable_owner_is_502(pair: Pair) -> None:
     pair.metadata["http://127.0.0.1:9"] = {CHANGELOG: list(range(PARTITIONS))}
     status, body = await _get(f"{a}/users/ana")
     assert (status, body["code"]) == (502, "owner_unreachable")
+
+
+ODD_IDS = ["ana?x", "acme/ana", "pct%41", "a#b", "50% off", "café/ü", "..", ".", "a/../b"]
+
+
+@pytest.mark.parametrize("user_id", ODD_IDS)
+async def test_an_odd_id_is_forwarded_as_itself(pair: Pair, user_id: str) -> None:
+    """The forward names exactly the decoded id, on the fixed route (issue 21 item 4)."""
+    from nudgeflow.engine.state import encode_state
+    from nudgeflow.web.paths import user_url
+
+    a, b = await pair.start(token=None)
+    pair.users_b[user_id.encode()] = encode_state(UserState(user_id=user_id, profile={"n": 1}))
+    pair.users_b[b"ana"] = encode_state(_state())  # what `ana?x` used to reach
+    async with aiohttp.ClientSession() as s, s.get(user_url(a, user_id)) as resp:
+        assert resp.status == 200, await resp.text()
+        body = await resp.json()
+    assert (body["user_id"], body["profile"], body["served_by"]) == (user_id, {"n": 1}, b)
+
+
+@pytest.mark.parametrize("raw", ["..%2Fmetrics", "%2E%2E%2Fopenapi.json", "x%3F%23y"])
+async def test_an_encoded_traversal_or_query_stays_in_the_id(pair: Pair, raw: str) -> None:
+    from yarl import URL
+
+    a, _ = await pair.start(token=None)
+    url = URL(a).with_path("/users/" + raw, encoded=True)
+    async with aiohttp.ClientSession() as s, s.get(url) as resp:
+        body = await resp.json()
+    assert (resp.status, body["code"]) == (404, "unknown_user"), body
