@@ -22,21 +22,34 @@ Every refusal is an `EventError` with a stable snake_case `reason`, used as the
 `nudgeflow-reason` DLQ header and the `reason` metrics label:
 invalid_encoding, invalid_json, not_an_object, too_large, too_deep, missing_field,
 wrong_type, empty_field, too_long, invalid_characters, invalid_type_name,
-bad_timestamp, timestamp_out_of_range, too_many_events, unprocessable.
+bad_timestamp, timestamp_out_of_range, too_many_events, unprocessable, and
+(events/values.py: what the engine can apply and the state can hold)
+out_of_range, invalid_time_zone.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 
+from nudgeflow.events import values
+from nudgeflow.events.errors import BatchError, EventError
 from nudgeflow.events.model import Event
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "BatchError",
+    "EventError",
+    "EventLimits",
+    "parse_batch",
+    "parse_event",
+]
 
 DAY_MS = 24 * 3600 * 1000
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -53,53 +66,6 @@ _decode_raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 _decode_event = msgspec.json.Decoder(Event)
 _KNOWN_TYPES: set[str] = set()  # type names that passed `_type` (a handful in practice)
 _encode = msgspec.json.Encoder()
-
-
-class EventError(ValueError):
-    """One refused event: `reason` is a stable code, `field` a dotted path or None."""
-
-    def __init__(self, reason: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.field = field
-        self.message = message
-
-    def to_dict(self) -> dict[str, str | None]:
-        return {"reason": self.reason, "field": self.field, "message": self.message}
-
-    def __repr__(self) -> str:
-        return f"EventError({self.reason!r}, {self.message!r}, field={self.field!r})"
-
-
-class BatchError(ValueError):
-    """A batch refused as a whole; `errors` lists every bad item.
-
-    `index` is the position in the array, or None when the body itself is bad
-    (or was a single object rather than an array). `total` is how many events
-    the body held, when known (for the events-received count).
-    """
-
-    def __init__(
-        self, errors: Sequence[tuple[int | None, EventError]], total: int | None = None
-    ) -> None:
-        self.errors = list(errors)
-        self.total = total
-        super().__init__(f"{len(self.errors)} invalid event(s): " + self._summary())
-
-    def _summary(self) -> str:
-        return "; ".join(
-            (f"[{i}] " if i is not None else "") + e.message for i, e in self.errors[:5]
-        )
-
-    @property
-    def reasons(self) -> list[str]:
-        return [e.reason for _, e in self.errors]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "error": "invalid events; nothing was accepted",
-            "errors": [{"index": i, **e.to_dict()} for i, e in self.errors],
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,6 +346,7 @@ def _object(value: Any, field: str, max_depth: int) -> dict[str, Any]:
         raise EventError("wrong_type", f"{field} must be an object, got {_json_kind(value)}", field)
     if _deeper_than(value, max_depth):
         raise EventError("too_deep", f"{field} is nested more than {max_depth} levels", field)
+    values.check(value, field)
     return value
 
 

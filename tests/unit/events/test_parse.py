@@ -349,7 +349,19 @@ def test_fuzz_batches_only_raise_batch_error(items: list[Any]) -> None:
         assert len(events) == len(items)
 
 
-flat_values = json_scalars | st.lists(json_scalars, max_size=3)
+# What a valid event may carry: integers the state can hold (64 bits), and no key that
+# events/values.py governs (quantity, price, ..., timezone): those are tested on their own.
+storable_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+flat_values = storable_scalars | st.lists(storable_scalars, max_size=3)
+plain_keys = st.text(max_size=8).filter(
+    lambda k: k not in {"quantity", "price", "cart_value", "revenue", "total", "value", "timezone"}
+)
 ids = st.text(min_size=1, max_size=40).filter(lambda s: s.isprintable() and not s.isspace())
 valid_events = st.builds(
     Event,
@@ -357,8 +369,8 @@ valid_events = st.builds(
     type=st.from_regex(r"[a-z][a-z0-9_]{0,63}", fullmatch=True),
     ts=st.integers(min_value=NOW - 300 * DAY, max_value=NOW + DAY // 2),
     event_id=st.none() | ids,
-    properties=st.dictionaries(st.text(max_size=8), flat_values, max_size=4),
-    traits=st.dictionaries(st.text(max_size=8), flat_values, max_size=4),
+    properties=st.dictionaries(plain_keys, flat_values, max_size=4),
+    traits=st.dictionaries(plain_keys, flat_values, max_size=4),
 )
 
 
