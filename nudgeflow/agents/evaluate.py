@@ -9,9 +9,10 @@ the state and the timer index back.
 tables/checkpoint.py's. After a crash the worst case is the same trigger (same
 `trigger_id`) twice, never none.
 
-No record stalls the worker: the engine call runs in a thread under the handling
-budget (agents/watchdog.py); one that raises or overruns is tried again, counted
-durably, and quarantined to the events DLQ after `max_attempts` (agents/quarantine.py).
+No record stalls the worker: the engine call runs on the loop under a 50 ms alarm
+(agents/alarm.py), and past it again in a thread under the handling budget
+(agents/watchdog.py); one that raises or overruns is tried again, counted durably, and
+quarantined to the events DLQ after `max_attempts` (agents/quarantine.py).
 All or nothing: a step is fully encoded before its first record is sent
 (agents/plan.py), so an event that fails leaves no audit trace.
 """
@@ -21,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 from aiokafka.errors import KafkaError
@@ -33,7 +35,7 @@ from nudgeflow.agents.plan import Plan, plan
 from nudgeflow.agents.quarantine import Failed, Guard
 from nudgeflow.agents.watchdog import EngineThreads
 from nudgeflow.engine.actions import Conversion, Decision, Trigger
-from nudgeflow.events.model import Event, decode_event, encode_event
+from nudgeflow.events.model import Event, encode_event
 from nudgeflow.events.parse import EventError
 from nudgeflow.observability import metrics
 from nudgeflow.observability.clock import now_ms
@@ -57,6 +59,8 @@ log = logging.getLogger(__name__)
 _KAFKA_ERRORS = (KafkaError, ProducerSendError, TimeoutError)
 
 FIRE_BATCH = 1000  # due users handled per tick; the next tick takes the rest
+
+T = TypeVar("T")
 
 
 class Evaluator:
@@ -134,9 +138,12 @@ class Evaluator:
         self.partition = message.partition  # the user's: see pipeline/producer.py
         if topic == self.topics.ticks:
             await self.fire_timers(message)
-        elif topic == self.topics.events_by_user:
-            event = decode_event(message.value or b"")
-            await self.apply_event(event, message.key or event.user_id.encode(), message)
+        elif topic == self.topics.events_by_user:  # checked again: an internal topic
+            routed = router.rekeyed(message.key, message.value, limits=self.limits)
+            if isinstance(routed, router.Apply):
+                await self.apply_event(routed.event, routed.user_key, message)
+            else:
+                await self._reject(message, routed.error)
         else:
             await self.ingest(message)
 
@@ -157,21 +164,21 @@ class Evaluator:
                 self.topics.events_by_user, routed.user_key, encode_event(routed.event)
             )
         else:
-            error = routed.error
-            metrics.events_rejected.labels(source="kafka", reason=error.reason).inc()
-            log.info("event rejected to DLQ: %s (%s)", error.reason, error.field)
-            await self._to_dlq(message, error)
+            await self._reject(message, routed.error)
+
+    async def _reject(self, message: Message, error: EventError) -> None:
+        metrics.events_rejected.labels(source="kafka", reason=error.reason).inc()
+        log.info("event rejected to DLQ: %s (%s)", error.reason, error.field)
+        await self._to_dlq(message, error)
 
     async def apply_event(self, event: Event, user_key: bytes, message: Message) -> None:
         """Apply one event: attempts until one succeeds, or quarantine after the last."""
         started = time.perf_counter()
         key = attempts.record_key(message.topic, message.partition, message.offset)
         while True:
-            state = user_table.load(self.users, user_key)  # afresh: the engine mutates it
-            now = now_ms()
+            make = self._calls(user_key, partial(self._apply, event, now_ms()))
             try:
-                call = partial(self._apply, state, event, now)
-                planned = await self.guard.attempt(key, call, _source(message))
+                planned = await self.guard.attempt(key, make, _source(message))
                 break
             except Failed as failed:
                 if failed.final:
@@ -184,11 +191,25 @@ class Evaluator:
         await self.publish(user_key, planned, started)
         self.store(user_key, planned)
 
-    def _apply(self, state: UserState | None, event: Event, now: int) -> Plan | None:
-        """In an engine thread: the step and everything it will send and write, encoded."""
-        if self.hook is not None:
-            self.hook(event.type)
+    def _calls(
+        self, user_key: bytes, job: Callable[[UserState | None], T], *first: UserState | None
+    ) -> Callable[[], Callable[[], T]]:
+        """Builds `job(state)` for the guard: with the state in `first` if given, then with
+        the state loaded again (a stopped call may have changed the one it had)."""
+        given = list(first)
+
+        def make() -> Callable[[], T]:
+            state = given.pop() if given else user_table.load(self.users, user_key)
+            return partial(job, state)
+
+        return make
+
+    def _apply(self, event: Event, now: int, state: UserState | None) -> Plan | None:
+        """The step and everything it will send and write, encoded (the guard runs it
+        inline under the alarm, or in an engine thread)."""
         step = self.rt.engine.apply(state, event, now)
+        if self.hook is not None:  # tests: fail or run long with the step's decisions in hand
+            self.hook(event.type)
         return None if step.duplicate else plan(step.state, step.actions)
 
     async def _quarantine(self, message: Message, key: bytes, tried: attempts.Attempts) -> None:
@@ -217,8 +238,9 @@ class Evaluator:
                 continue
             key = attempts.timer_key(deadline, user_key)
             source = f"timer {deadline} of {user_key!r}"
+            make = self._calls(user_key, partial(self._fire, now), state)
             try:
-                planned = await self.guard.attempt(key, partial(self._fire, state, now), source)
+                planned = await self.guard.attempt(key, make, source)
             except Failed as failed:
                 if failed.final:
                     await self._quarantine_timer(partition, user_key, deadline, failed.attempts)
@@ -229,7 +251,9 @@ class Evaluator:
             self.store(user_key, planned)
         self.rt.tick_book.done(partition)
 
-    def _fire(self, state: UserState, now: int) -> Plan:
+    def _fire(self, now: int, state: UserState | None) -> Plan:
+        if state is None:
+            raise LookupError("the due user's state is gone")
         step = self.rt.engine.fire_due(state, now)
         return plan(step.state, step.actions, consumed=True)
 

@@ -15,9 +15,10 @@ segfault at once); Kafka being unreachable (retried, never a poison).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from nudgeflow.agents.alarm import Alarm, InlineOverrun
 from nudgeflow.agents.watchdog import EngineThreads, Overrun
 from nudgeflow.observability import metrics
 from nudgeflow.tables.attempts import ERROR, TIMEOUT, AttemptBook, Attempts
@@ -25,6 +26,8 @@ from nudgeflow.tables.attempts import ERROR, TIMEOUT, AttemptBook, Attempts
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+Make = Callable[[], Callable[[], T]]  # builds the call afresh (from freshly loaded state)
 
 
 class Failed(Exception):
@@ -43,13 +46,21 @@ class _NotCounted(Exception):
 class Guard:
     """Counted, time-bounded attempts at pure engine calls."""
 
-    def __init__(self, book: AttemptBook, threads: EngineThreads, max_attempts: int) -> None:
+    def __init__(
+        self,
+        book: AttemptBook,
+        threads: EngineThreads,
+        max_attempts: int,
+        alarm: Alarm | None = None,
+    ) -> None:
         self.book = book
         self.threads = threads
         self.max_attempts = max_attempts
+        self.alarm = alarm or Alarm()
 
-    async def attempt(self, key: bytes, fn: Callable[[], T], source: str) -> T:
-        """`fn()` once, in an engine thread under the handling budget.
+    async def attempt(self, key: bytes, make: Make[T], source: str) -> T:
+        """One attempt at `make()()`: inline under the alarm, or (past it, or for a record
+        that failed before) in an engine thread under the handling budget.
 
         Raises `Failed` if it raised or overran (counted durably before this returns),
         with `final` set once `max_attempts` is reached; also, without running `fn`,
@@ -73,7 +84,7 @@ class Guard:
             )
 
         try:
-            result = await self.threads.run(fn, on_slow)
+            result = await self._run(make, on_slow, inline=before is None)
         except _NotCounted as exc:
             raise exc.__cause__ or exc from None  # Kafka: the caller retries, uncounted
         except Overrun as exc:
@@ -86,6 +97,16 @@ class Guard:
             return result
         await self._failed(key, failure, source, counted=bool(counted), error=error)
         raise Failed(failure, final=count >= self.max_attempts)
+
+    async def _run(
+        self, make: Make[T], on_slow: Callable[[], Awaitable[None]], *, inline: bool
+    ) -> T:
+        if inline and self.alarm.available:
+            try:
+                return self.alarm.call(make())
+            except InlineOverrun:
+                metrics.handling_offloaded.inc()  # again, in a thread, from fresh state
+        return await self.threads.run(make(), on_slow)
 
     async def _failed(
         self,

@@ -1,9 +1,11 @@
-"""Engine calls off the event loop, each under a wall-clock budget (issue 21.2).
+"""The slow path of an engine call: off the event loop, under a wall-clock budget (21.2).
 
 Why a thread: the event loop serves `/health`, ingestion, deliveries and the consumer's
 rebalance callbacks. One event whose handling ran 25 s on it stalled all of them
 (docs/reliability.md, "Hostile input"). The engine is pure (state and event in, a step
-out), so the call runs in a thread and the loop goes on meanwhile.
+out), so a call that did not finish within the inline alarm (agents/alarm.py; nearly
+all do) runs again in a thread, and the loop goes on meanwhile. Not every call: a hop
+to a thread costs ~0.5 ms on a busy loop (the GIL's switch interval).
 
 Why an interrupt: a call past its budget is abandoned, and its thread is told to stop:
 `PyThreadState_SetAsyncExc` raises `Stopped` in it at its next bytecode, so a runaway

@@ -292,3 +292,9 @@ quarantined = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+handling_offloaded = Counter(
+    "nudgeflow_handling_offloaded",
+    "Engine calls that ran past the inline budget (50 ms) on the event loop and were run "
+    "again in a thread, under handling_budget_s",
+    registry=REGISTRY,
+)

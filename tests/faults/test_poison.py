@@ -52,12 +52,14 @@ REBALANCES = "nudgeflow_faust_rebalances_total"
 
 
 def config_with_cart(path: Path, rx: Receiver) -> Path:
-    """The fault rules plus one armed by `cart_add` (its state holds the cart's value)."""
+    """The fault rules plus two armed by `cart_add` (its state holds the cart's value) and
+    by `boom` (the test hook fails its handling after the engine armed it)."""
     fault_config(path, {"hook": rx.url})
     doc = yaml.safe_load(path.read_text())
-    doc["rules"].append(
-        {"name": "cart", "trigger": "cart_add", "inactivity": "1h", "template": "hello.j2"}
-    )
+    doc["rules"] += [
+        {"name": name, "trigger": kind, "inactivity": "1h", "template": "hello.j2"}
+        for name, kind in (("cart", "cart_add"), ("boomed", "boom"))
+    ]
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
@@ -110,10 +112,12 @@ async def bystanders(
 async def test_raising_and_unencodable_records_are_quarantined_whole(
     start_worker, receiver_factory: ReceiverFactory, tmp_path: Path
 ) -> None:
-    """A record that raises every time: N attempts, then the DLQ, and the next user's event
-    fires at once. A cart too big to store (1e308 items: an integer over 2**64): no
-    `armed` decision for a state that never existed (21.5), whether it came raw or
-    re-keyed."""
+    """A record whose handling raises every time (after the engine armed a rule): N
+    attempts, then the DLQ, no `armed` decision, and the next user's event fires at once.
+    A cart too big to store (1e308 items: an integer over 2**64): no `armed` decision
+    for a state that never existed (21.5), whether it came raw or re-keyed (both are
+    refused at parse time since issue 21.5's ingestion half; before it, the processing
+    half had to hold)."""
     rx = await receiver_factory()
     config = config_with_cart(tmp_path / "nudgeflow.yaml", rx)
     worker = start_worker(config, env={"NUDGEFLOW_TEST_HOOK": "raise:boom"}, **names("raise"))
@@ -130,7 +134,8 @@ async def test_raising_and_unencodable_records_are_quarantined_whole(
     done = await wait_delivered(rx, expected, [worker], stall_s=30)
     dlq = await dead_letters(worker, 3, timeout=30)
     decisions = await consume_all(worker.broker, f"{worker.prefix}.decisions", timeout=10)
-    traced = [d for d in decisions if d.key in (raw_big.encode(), keyed_big.encode())]
+    failed = (raw_big.encode(), keyed_big.encode(), load.user(999).encode())
+    traced = [d for d in decisions if d.key in failed]
     boom = [r for r in dlq if r.key == load.user(999).encode()]
     late = lateness(rx, expected, sent)
     report(
@@ -139,7 +144,7 @@ async def test_raising_and_unencodable_records_are_quarantined_whole(
             "dlq": dlq_rows(dlq),
             "attempts_logged": attempts_logged(worker),
             "bystander_late_s": late,
-            "decisions_for_unstored_carts": [msgspec.json.decode(d.value or b"") for d in traced],
+            "decisions_for_failed_events": [msgspec.json.decode(d.value or b"") for d in traced],
         },
     )
     assert done is not None and Tally.of(rx, expected).duplicates == 0

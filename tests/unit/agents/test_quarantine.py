@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -41,13 +43,18 @@ def _boom() -> Any:
     raise ValueError("poison")
 
 
+def once(fn: Callable[[], Any]) -> Callable[[], Callable[[], Any]]:
+    """A `make` that builds the same call each time (these calls change no state)."""
+    return lambda: fn
+
+
 async def test_a_raising_call_is_counted_each_time_and_final_at_the_third() -> None:
     book = _Book()
     guard = _guard(book)
     finals = []
     for _ in range(3):
         with pytest.raises(Failed) as failed:
-            await guard.attempt(KEY, _boom, "test")
+            await guard.attempt(KEY, once(_boom), "test")
         finals.append(failed.value.final)
     assert finals == [False, False, True]
     assert [(a.count, a.reason) for a in book.writes] == [(1, ERROR), (2, ERROR), (3, ERROR)]
@@ -55,7 +62,7 @@ async def test_a_raising_call_is_counted_each_time_and_final_at_the_third() -> N
 
     ran = []
     with pytest.raises(Failed) as failed:  # a restart after the third: not run again
-        await guard.attempt(KEY, lambda: ran.append(1), "test")
+        await guard.attempt(KEY, once(lambda: ran.append(1)), "test")
     assert failed.value.final and ran == []
 
 
@@ -63,8 +70,8 @@ async def test_a_success_after_failures_forgets_the_count() -> None:
     book = _Book()
     guard = _guard(book)
     with pytest.raises(Failed):
-        await guard.attempt(KEY, _boom, "test")
-    assert await guard.attempt(KEY, lambda: "ok", "test") == "ok"
+        await guard.attempt(KEY, once(_boom), "test")
+    assert await guard.attempt(KEY, once(lambda: "ok"), "test") == "ok"
     assert KEY not in book.rows
 
 
@@ -78,7 +85,7 @@ async def test_a_long_call_is_counted_while_it_runs_and_forgotten_if_it_finishes
         seen.append(book.rows.get(KEY))  # counted before the call ended
         return "done"
 
-    assert await guard.attempt(KEY, slow, "test") == "done"
+    assert await guard.attempt(KEY, once(slow), "test") == "done"
     assert seen == [Attempts(count=1, reason=TIMEOUT, error="still running")]
     assert KEY not in book.rows
 
@@ -92,8 +99,31 @@ async def test_an_overrun_is_counted_once_and_stopped(caplog: pytest.LogCaptureF
             pass
 
     with pytest.raises(Failed) as failed:
-        await guard.attempt(KEY, spin, "events[0]@7")
+        await guard.attempt(KEY, once(spin), "events[0]@7")
     assert failed.value.attempts.reason == TIMEOUT and not failed.value.final
     assert [a.count for a in book.writes] == [1]
     counted = [r.getMessage() for r in caplog.records if "counted" in r.getMessage()]
     assert counted == ["events[0]@7: attempt 1 of 3 counted: still running after 0.05 s"]
+
+
+async def test_a_fast_call_runs_inline_and_a_slow_one_again_in_a_thread_from_fresh_state() -> None:
+    book = _Book()
+    guard = _guard(book, budget_s=2.0, mark_after_s=1.0)
+    built: list[int] = []
+
+    def make() -> Callable[[], tuple[int, bool]]:
+        built.append(len(built))
+        first = len(built) == 1
+
+        def call() -> tuple[int, bool]:
+            inline = threading.current_thread() is threading.main_thread()
+            if first:
+                time.sleep(0.2)  # past the 50 ms alarm: interrupted, then built again
+            return len(built), inline
+
+        return call
+
+    on_the_loop = once(lambda: threading.current_thread() is threading.main_thread())
+    assert await guard.attempt(KEY, on_the_loop, "test") is True
+    assert await guard.attempt(KEY, make, "test") == (2, False)
+    assert book.writes == []  # neither was an attempt that failed or ran long
