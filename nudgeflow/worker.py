@@ -57,13 +57,35 @@ def prepare(config_path: Path | None, flags: Mapping[str, Any]) -> WorkerParts:
     return assemble(config, settings)
 
 
+class Worker(faust.Worker):
+    """Faust's worker, plus the runtime's `before_stop` hooks on SIGTERM/SIGINT.
+
+    Faust stops the app first among the worker's services, and the app stops its
+    consumer (pausing, then leaving the group) before anything else of ours hears of
+    it; a worker's own `on_stop` runs before any of that, while this worker still owns
+    its partitions. That is where in-flight deliveries are finished or handed back.
+    """
+
+    def __init__(self, rt: Runtime, *services: Service, **kwargs: Any) -> None:
+        self.runtime = rt
+        super().__init__(rt.app, *services, **kwargs)
+
+    async def on_stop(self) -> None:
+        for hook in self.runtime.before_stop:
+            try:
+                await hook()
+            except Exception:  # stopping goes on; what was not finished is re-read
+                log.exception("a before-stop hook failed")
+        await super().on_stop()
+
+
 def run(parts: WorkerParts, *, extra: Sequence[Service] = (), loglevel: str | None = None) -> None:
     """Create the topics, then run until SIGINT/SIGTERM. Blocks; Faust owns the event loop."""
     rt = parts.rt
     provision(rt)
     level = loglevel or rt.settings.log_level
-    worker = faust.Worker(
-        rt.app,
+    worker = Worker(
+        rt,
         parts.web,
         *extra,
         loglevel=level,

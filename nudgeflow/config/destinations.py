@@ -86,13 +86,27 @@ class Destination(BaseModel):
 
 
 class DeliverySettings(BaseModel):
+    """Retries, the circuit breaker and the dedupe horizon (README, "Delivery").
+
+    The breaker follows Convoy's model: a destination's circuit opens when, within the
+    last `breaker_window`, at least `breaker_min_calls` calls were made and at least
+    `breaker_failure_ratio` of them failed; after `breaker_reset` one probe goes out;
+    its success closes the circuit and the allowed concurrency ramps up from one.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     retry_schedule: list[str] = ["5s", "5m", "30m", "2h", "5h", "10h", "10h"]
     max_retry_after: str = "1h"
-    breaker_failures: int = Field(5, ge=1)  # consecutive failures that open the circuit
-    breaker_reset: str = "30s"  # open -> half-open after this long
+    breaker_window: str = "60s"  # the sliding window the failure ratio is taken over
+    breaker_min_calls: int = Field(10, ge=1)  # fewer calls in the window never open it
+    breaker_failure_ratio: float = Field(0.7, gt=0, le=1)
+    breaker_reset: str = "5s"  # open -> half-open (one probe) after this long
+    # Before the ratio model this was "consecutive failures"; still accepted, as the
+    # minimum number of calls (so old files keep loading).
+    breaker_failures: int | None = Field(None, ge=1)
     jitter: float = Field(0.2, ge=0, lt=1)  # +-20% on every scheduled delay
+    dedupe_margin: str = "1h"  # delivered marks live this long past the retry horizon
 
     @field_validator("retry_schedule")
     @classmethod
@@ -103,7 +117,7 @@ class DeliverySettings(BaseModel):
             duration_s(d)
         return v
 
-    @field_validator("max_retry_after", "breaker_reset")
+    @field_validator("max_retry_after", "breaker_reset", "breaker_window", "dedupe_margin")
     @classmethod
     def _duration(cls, v: str) -> str:
         duration_s(v)
@@ -125,3 +139,26 @@ class DeliverySettings(BaseModel):
     @property
     def breaker_reset_s(self) -> float:
         return duration_s(self.breaker_reset)
+
+    @property
+    def breaker_window_s(self) -> float:
+        return duration_s(self.breaker_window)
+
+    @property
+    def breaker_calls(self) -> int:
+        """The minimum volume: `breaker_min_calls`, or the legacy `breaker_failures`."""
+        if self.breaker_failures is not None and "breaker_min_calls" not in self.model_fields_set:
+            return self.breaker_failures
+        return self.breaker_min_calls
+
+    @property
+    def horizon_s(self) -> float:
+        """The longest a delivery stays in flight: every delay at its jitter's top, plus
+        one Retry-After at its cap. A delivery waiting on an open circuit longer than
+        this is dead-lettered (`expired`), so nothing outlives its dedupe mark."""
+        return sum(self.retry_delays_s) * (1 + self.jitter) + self.max_retry_after_s
+
+    @property
+    def mark_ttl_s(self) -> float:
+        """How long a `delivered` mark is kept (tables/delivered.py)."""
+        return self.horizon_s + duration_s(self.dedupe_margin)

@@ -1,28 +1,49 @@
-"""One delivery attempt end to end, minus Kafka: breaker, HTTP, verdict, delay.
+"""One delivery attempt end to end, minus Kafka: gate, HTTP, verdict, delay.
 
 The deliver agent feeds it (trigger, destination, attempt number) and acts on
-the returned `Step` (mark delivered, produce a retry record, dead-letter).
-Keeping it free of Faust makes the whole policy testable against real HTTP
-receivers without a broker.
+the returned `Step` (mark delivered, produce a retry record, dead-letter, or park
+the delivery until the circuit's probe). A deferred step made no call, so it spends
+no attempt: `Step.attempt` is then the number of calls made so far.
+
+A failed probe is the destination's failure, not the delivery's: the circuit opens
+again and the delivery goes back to wait for the next probe (`Step.probe`, no delay),
+never to the dead letters for running out of attempts; a waiting delivery expires
+only past the retry horizon (agents/deliver.py). So after an outage of any length the
+deliveries are all waiting for the circuit, not minutes or hours into their retry
+schedules, and go out as soon as it closes.
+
+Keeping it free of Faust makes the whole policy testable against real HTTP receivers
+without a broker.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from nudgeflow.config.destinations import DeliverySettings, Destination
-from nudgeflow.delivery.breaker import Breakers
+from nudgeflow.delivery.breaker import BreakerPolicy
+from nudgeflow.delivery.gate import Gate, Pass
 from nudgeflow.delivery.payload import encode_payload
-from nudgeflow.delivery.retry import AttemptResult, Outcome, RetryPolicy, classify
+from nudgeflow.delivery.retry import NO_CALL_ERRORS, AttemptResult, Outcome, RetryPolicy, classify
 from nudgeflow.delivery.sender import Sender
+from nudgeflow.delivery.share import Share
 from nudgeflow.engine.actions import Trigger
 from nudgeflow.observability import metrics
+from nudgeflow.observability.metrics import Sample
 
 # One warning per failed attempt (README, "Logs"); its own logger so it can be routed.
 delivery_log = logging.getLogger("nudgeflow.deliveries")
+
+_NOT_CALLED = AttemptResult(None, "circuit_open", 0.0)
+
+
+class Abandoned(Exception):
+    """The worker gave the record back (rebalance, shutdown) before any call: it is not
+    acknowledged, and whoever owns the partition next delivers it."""
 
 
 @dataclass(frozen=True)
@@ -31,8 +52,13 @@ class Step:
     result: AttemptResult
     outcome: Outcome
     reason: str  # verdict reason, or "retries_exhausted" when out of attempts
-    delay_s: float | None = None  # for RETRY
+    delay_s: float | None = None  # for RETRY (None after a probe: wait for the next one)
     tier: int | None = None  # retry topic tier for RETRY
+    probe: bool = False  # this call was the half-open circuit's probe
+
+
+def _always() -> bool:
+    return True
 
 
 class Dispatcher:
@@ -42,34 +68,67 @@ class Dispatcher:
         settings: DeliverySettings,
         sender: Sender,
         *,
-        breakers: Breakers | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.destinations = destinations
         self.policy = RetryPolicy.from_settings(settings)
         self.sender = sender
-        self.breakers = breakers or Breakers(settings.breaker_failures, settings.breaker_reset_s)
+        breaker_policy = BreakerPolicy.from_settings(settings)
+        self.gates = {
+            name: Gate(name, dest, breaker_policy, clock) for name, dest in destinations.items()
+        }
         self.rng = rng or random.Random()
 
-    async def attempt(self, trigger: Trigger, name: str, attempt: int) -> Step:
-        dest = self.destinations.get(name)
-        if dest is None:
-            result = AttemptResult(None, "unknown_destination", 0.0)
-        else:
-            breaker = self.breakers[name]
-            body = encode_payload(trigger)
-            result = await self.sender.attempt(
-                name, dest, trigger.trigger_id, body, admit=breaker.allow
-            )
-            if result.error_class != "circuit_open":
-                if classify(result).outcome is Outcome.RETRY:
-                    breaker.record_failure()
-                else:
-                    breaker.record_success()  # it answered: 2xx, or a 4xx only we can fix
-        return self.decide(result, name, attempt)
+    def reshare(self, share: Share) -> None:
+        for gate in self.gates.values():
+            gate.reshare(share)
 
-    def decide(self, result: AttemptResult, name: str, attempt: int) -> Step:
+    async def attempt(
+        self,
+        trigger: Trigger,
+        name: str,
+        attempt: int,
+        *,
+        admitted: Pass | None = None,
+        may_call: Callable[[], bool] = _always,
+    ) -> Step:
+        """Call once if the gate lets us (`admitted`: a pass the caller already holds).
+
+        `may_call` is asked last, right before the request: False raises `Abandoned`.
+        """
+        gate = self.gates.get(name)
+        if gate is None:
+            return self.decide(AttemptResult(None, "unknown_destination", 0.0), name, attempt)
+        ticket = admitted if admitted is not None else await gate.enter(park=True)
+        if ticket is None:
+            return self._deferred(name, attempt)
+        ok: bool | None = None
+        probe = ticket.probe
+        try:
+            await gate.pace()
+            if not ticket.valid:  # the circuit opened while we waited for the rate
+                return self._deferred(name, attempt)
+            if not may_call():
+                raise Abandoned(trigger.trigger_id)
+            body = encode_payload(trigger)
+            result = await self.sender.attempt(name, gate.dest, trigger.trigger_id, body)
+            if result.error_class not in NO_CALL_ERRORS:
+                ok = classify(result).outcome is not Outcome.RETRY
+        finally:
+            ticket.done(ok)
+        return self.decide(result, name, attempt, probe=probe)
+
+    def _deferred(self, name: str, attempt: int) -> Step:
+        metrics.delivery_deferrals.labels(destination=name).inc()
+        return Step(attempt - 1, _NOT_CALLED, Outcome.DEFERRED, "circuit_open")
+
+    def decide(
+        self, result: AttemptResult, name: str, attempt: int, *, probe: bool = False
+    ) -> Step:
         verdict = classify(result)
+        if verdict.outcome is Outcome.RETRY and probe:
+            metrics.delivery_retries.labels(destination=name).inc()
+            return Step(attempt, result, Outcome.RETRY, verdict.reason, probe=True)
         if verdict.outcome is Outcome.RETRY:
             delay = self.policy.next_delay(attempt, result.retry_after_s, self.rng)
             if delay is None:
@@ -80,7 +139,12 @@ class Dispatcher:
                 attempt, result, Outcome.RETRY, verdict.reason, delay, self.policy.tier_for(delay)
             )
         metrics.deliveries.labels(destination=name, outcome=verdict.outcome.value).inc()
-        return Step(attempt, result, verdict.outcome, verdict.reason)
+        return Step(attempt, result, verdict.outcome, verdict.reason, probe=probe)
+
+    def failure_ratios(self) -> Iterator[Sample]:
+        """(destination,) -> the breaker's failure ratio over its window, now."""
+        for name, gate in sorted(self.gates.items()):
+            yield (name,), gate.breaker.failure_ratio()
 
 
 def log_delivery_failure(trigger: Trigger, destination: str, step: Step) -> None:

@@ -6,10 +6,14 @@
 * DLQ headers       -> `<prefix>.triggers.dlq`: reason, last status, attempts,
   first-attempt time, so an operator can tell why and since when.
 * `REPLAY_HEADER`   marks a dead letter re-produced by `nudgeflow dlq replay`.
+* a parked delivery -> `wait_topic(...)`, with `RetryHeaders` whose `attempt` is
+  the number of calls made so far (parking spends none).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -111,3 +115,19 @@ def header_text(headers: Mapping[str, bytes] | None, name: str) -> str | None:
         return None
     raw = headers.get(name)
     return raw.decode() if raw is not None else None
+
+
+_TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def wait_topic(prefix: str, destination: str) -> str:
+    """`<prefix>.triggers.wait.<destination>`: deliveries parked while its circuit is open.
+
+    One topic per destination, so a destination that stays down holds up no other's
+    parked deliveries. A name with characters Kafka refuses gets them replaced and a
+    short hash of the real name appended (two names never share a topic).
+    """
+    safe = _TOPIC_UNSAFE.sub("_", destination)
+    if safe != destination:
+        safe = f"{safe}-{hashlib.sha256(destination.encode()).hexdigest()[:8]}"
+    return f"{prefix}.triggers.wait.{safe}"

@@ -24,7 +24,7 @@ class AttemptResult:
     """One HTTP attempt: a status, or an error class when there was no response."""
 
     status: int | None
-    error_class: str | None  # "timeout", "connection", "ssrf", "circuit_open", ...
+    error_class: str | None  # "timeout", "connection", "ssrf", "bad_url", ...
     latency_s: float
     retry_after_s: float | None = None
 
@@ -45,6 +45,7 @@ class Outcome(enum.Enum):
     DELIVERED = "delivered"
     RETRY = "retry"
     DEAD = "dead"
+    DEFERRED = "deferred"  # no call made: the circuit is open; waits for its probe
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,8 @@ class Verdict:
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
 _RETRYABLE_ERRORS = frozenset({"timeout", "connection", "circuit_open", "error"})
+# Refused before any byte left: not the endpoint's fault, so not the breaker's business.
+NO_CALL_ERRORS = frozenset({"ssrf", "bad_url", "unknown_destination"})
 
 
 def classify(result: AttemptResult) -> Verdict:

@@ -1,23 +1,21 @@
 """The HTTP side of a webhook attempt.
 
 One aiohttp session per worker (plus a second, unguarded one only for
-destinations with `allow_private`), and per destination a semaphore
-(`concurrency`) and a rate limiter (`rate_limit`), so one destination's
-load never takes another's connections. Redirects are never followed.
+destinations with `allow_private`), with no connection limit of its own: each
+destination's concurrency and rate are held by its gate (delivery/gate.py), so one
+destination's load never takes another's connections. Redirects are never followed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import aiohttp
-from aiolimiter import AsyncLimiter
 
 from nudgeflow.config.addresses import ForbiddenAddress, check_literal_url
-from nudgeflow.config.destinations import Destination, rate_per_s
+from nudgeflow.config.destinations import Destination
 from nudgeflow.delivery.retry import AttemptResult, parse_retry_after
 from nudgeflow.delivery.signing import destination_secrets, webhook_headers
 from nudgeflow.delivery.ssrf import GuardedResolver
@@ -25,13 +23,6 @@ from nudgeflow.observability import metrics
 
 USER_AGENT = "nudgeflow-webhooks/0.1"
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
-
-
-def _limiter(rate_limit: str) -> AsyncLimiter:
-    count, period = rate_per_s(rate_limit)
-    if count < 1:  # AsyncLimiter cannot take 1 unit from a bucket smaller than 1
-        return AsyncLimiter(1, period / count)
-    return AsyncLimiter(count, period)
 
 
 def _forbidden_in(exc: BaseException) -> ForbiddenAddress | None:
@@ -56,8 +47,6 @@ class Sender:
         self._wall_clock = wall_clock
         self._guarded: aiohttp.ClientSession | None = None
         self._open: aiohttp.ClientSession | None = None
-        self._semaphores: dict[str, asyncio.Semaphore] = {}
-        self._limiters: dict[str, AsyncLimiter | None] = {}
 
     def _session(self, allow_private: bool) -> aiohttp.ClientSession:
         if allow_private:
@@ -75,28 +64,11 @@ class Sender:
                 await session.close()
         self._guarded = self._open = None
 
-    def _gates(self, name: str, dest: Destination) -> tuple[asyncio.Semaphore, AsyncLimiter | None]:
-        if name not in self._semaphores:
-            self._semaphores[name] = asyncio.Semaphore(dest.concurrency)
-            self._limiters[name] = _limiter(dest.rate_limit) if dest.rate_limit else None
-        return self._semaphores[name], self._limiters[name]
-
     async def attempt(
-        self,
-        name: str,
-        dest: Destination,
-        msg_id: str,
-        body: bytes,
-        admit: Callable[[], bool] | None = None,
+        self, name: str, dest: Destination, msg_id: str, body: bytes
     ) -> AttemptResult:
-        """`admit` is asked once a slot is free (the circuit may have opened meanwhile)."""
-        semaphore, limiter = self._gates(name, dest)
-        async with semaphore:
-            if limiter is not None:
-                await limiter.acquire()
-            if admit is not None and not admit():
-                return AttemptResult(None, "circuit_open", 0.0)
-            result = await self._post(dest, msg_id, body)
+        """One POST, now: the caller holds the destination's gate pass."""
+        result = await self._post(dest, msg_id, body)
         metrics.delivery_attempts.labels(destination=name, status_class=result.status_class).inc()
         metrics.delivery_attempt_duration.labels(destination=name).observe(result.latency_s)
         return result

@@ -298,3 +298,32 @@ handling_offloaded = Counter(
     "again in a thread, under handling_budget_s",
     registry=REGISTRY,
 )
+# -- delivery: the breaker, waiting deliveries, shares, dedupe marks (issue 22) -----
+delivery_deferrals = Counter(
+    "nudgeflow_delivery_deferrals",
+    "Deliveries parked without a call because their destination's circuit was open",
+    ["destination"],
+    registry=REGISTRY,
+)
+circuit_failure_ratio = SampledGauge(
+    "nudgeflow_circuit_failure_ratio",
+    "Failed share of the calls to a destination within the breaker's window",
+    ["destination"],
+    registry=REGISTRY,
+)
+delivery_waiting = SampledGauge(
+    "nudgeflow_delivery_waiting",
+    "Deliveries parked in a destination's wait topic (this worker's partitions)",
+    ["destination"],
+    registry=REGISTRY,
+)
+delivery_share = Gauge(
+    "nudgeflow_delivery_share",
+    "This worker's share of the triggers partitions, hence of every destination's limits",
+    registry=REGISTRY,
+)
+delivered_marks_expired = Counter(
+    "nudgeflow_delivered_marks_expired",
+    "Webhook dedupe marks removed after the retry horizon (tables/delivered.py)",
+    registry=REGISTRY,
+)

@@ -1,8 +1,16 @@
-"""Create Nudgeflow's topics before the Faust app starts.
+"""Create Nudgeflow's topics before the Faust app starts, and wait until they are usable.
 
-Faust only declares the topics it consumes; the events, trigger, audit and
+Faust declares only its internal topics; the events, trigger, retry, wait, audit and
 dead-letter topics must exist with the configured partition count, so that
-user-keyed records land in the partition that owns the user's state.
+user-keyed records land in the partition that owns the user's state (a topic the
+broker auto-created on first use would get the broker's default count instead).
+
+A topic that was just created has no partition leaders for a moment, and a broker
+that was just started has no group coordinator until `__consumer_offsets` exists;
+every client that asks meanwhile logs an error (`NotLeaderForPartitionError`,
+`GroupCoordinatorNotAvailableError`) and retries. So provisioning returns only once
+every partition has a leader and the group has a coordinator (or after
+`READY_TIMEOUT_S`, with a warning): a healthy start logs no error.
 """
 
 from __future__ import annotations
@@ -11,13 +19,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from nudgeflow.config.settings import WorkerSettings
 from nudgeflow.config.topics import TopicNames
+from nudgeflow.delivery.records import wait_topic
 
 if TYPE_CHECKING:
     import faust
@@ -26,8 +35,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+READY_TIMEOUT_S = 60.0
+_POLL_S = 0.2
 
-def topic_names(topics: TopicNames, retry_tiers: int) -> list[str]:
+
+def topic_names(
+    topics: TopicNames, retry_tiers: int, destinations: Sequence[str] = ()
+) -> list[str]:
+    """Every topic a worker uses, but the changelogs; one wait topic per destination."""
     return [
         topics.events,
         topics.events_dlq,
@@ -39,6 +54,7 @@ def topic_names(topics: TopicNames, retry_tiers: int) -> list[str]:
         topics.deliveries,
         topics.conversions,
         *(topics.triggers_retry(n) for n in range(retry_tiers)),
+        *(wait_topic(topics.prefix, name) for name in destinations),
     ]
 
 
@@ -46,9 +62,13 @@ _COMPACT = {"cleanup.policy": "compact"}
 
 
 async def ensure_topics(
-    settings: WorkerSettings, retry_tiers: int, changelogs: Sequence[str] = ()
+    settings: WorkerSettings,
+    retry_tiers: int,
+    changelogs: Sequence[str] = (),
+    destinations: Sequence[str] = (),
 ) -> None:
-    """Create what is missing: our topics, and the tables' compacted changelogs.
+    """Create what is missing: our topics, and the tables' compacted changelogs; then
+    wait for their leaders and the group's coordinator.
 
     `retry_tiers` is the length of the delivery retry schedule (one topic per delay).
     The changelogs are created here, before Faust starts, because Faust checks a
@@ -56,24 +76,59 @@ async def ensure_topics(
     its metadata does not show the changelog yet, that event fails.
     """
     topics = TopicNames(settings.topic_prefix)
+    names = topic_names(topics, retry_tiers, destinations)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker, request_timeout_ms=15000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        plain = [n for n in topic_names(topics, retry_tiers) if n not in existing]
+        plain = [n for n in names if n not in existing]
         compacted = [n for n in changelogs if n not in existing]
         new = [NewTopic(n, settings.partitions, settings.replication_factor) for n in plain]
         new += [
             NewTopic(n, settings.partitions, settings.replication_factor, topic_configs=_COMPACT)
             for n in compacted
         ]
-        if not new:
-            return
-        with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
-            await admin.create_topics(new)
-        log.info("created topics: %s", ", ".join(t.name for t in new))
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
+                await admin.create_topics(new)
+            log.info("created topics: %s", ", ".join(t.name for t in new))
+        await _until_ready(admin, [*names, *changelogs], settings.group_id)
     finally:
         await admin.close()
+
+
+async def _until_ready(admin: AIOKafkaAdminClient, names: list[str], group: str) -> None:
+    """Poll until every partition of `names` has a leader and `group` a coordinator."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READY_TIMEOUT_S
+    waiting: list[str] = names
+    while waiting and loop.time() < deadline:
+        waiting = [t["topic"] for t in await admin.describe_topics(names) if _leaderless(t)]
+        if waiting:
+            await asyncio.sleep(_POLL_S)
+    coordinator = False
+    while not coordinator and loop.time() < deadline:
+        try:
+            await admin.find_coordinator(group)
+            coordinator = True
+        except KafkaError:  # __consumer_offsets is still being created
+            await asyncio.sleep(_POLL_S)
+    if waiting or not coordinator:
+        log.warning(
+            "topics not ready after %.0f s (leaderless: %s; group coordinator: %s)",
+            READY_TIMEOUT_S,
+            ", ".join(waiting) or "none",
+            "found" if coordinator else "missing",
+        )
+
+
+def _leaderless(topic: dict[str, Any]) -> bool:
+    partitions = topic.get("partitions") or []
+    return (
+        bool(topic.get("error_code"))
+        or not partitions
+        or any(p.get("error_code") or p.get("leader", -1) < 0 for p in partitions)
+    )
 
 
 def changelog_topics(app: faust.App) -> list[str]:
@@ -83,4 +138,5 @@ def changelog_topics(app: faust.App) -> list[str]:
 def provision(rt: Runtime) -> None:
     """Create the topics (one retry topic per delay of the retry schedule) and changelogs."""
     retry_tiers = len(rt.config.delivery.retry_schedule)
-    asyncio.run(ensure_topics(rt.settings, retry_tiers, changelog_topics(rt.app)))
+    destinations = list(rt.config.destinations) if "deliver" in rt.settings.roles else []
+    asyncio.run(ensure_topics(rt.settings, retry_tiers, changelog_topics(rt.app), destinations))

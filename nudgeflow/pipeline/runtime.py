@@ -8,6 +8,7 @@ server, are assembled on top of it by `nudgeflow/worker.py`.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import faust
@@ -50,6 +51,9 @@ class Runtime:
     attempts_direct: DirectTable  # record -> failed handling attempts (tables/attempts.py)
     tick_book: TickBook = field(default_factory=TickBook)
     timer_floors: TimerFloors = field(default_factory=TimerFloors)
+    # Awaited on SIGTERM before the app stops (worker.Worker): the deliver agent finishes
+    # or hands back its in-flight webhooks there, while its partitions are still its own.
+    before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def partitions(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import subprocess
 import sys
@@ -15,16 +16,20 @@ from typing import Any
 
 import msgspec
 import pytest
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from nudgeflow.config.topics import TopicNames
+from nudgeflow.delivery.records import wait_topic
 from nudgeflow.engine.actions import Trigger
 from tests import factories
-from tests.fixtures.kafka import Record, create_topics, produce
+from tests.fixtures.kafka import Record, consume_all, create_topics, produce
+from tests.fixtures.receivers import Received, Receiver
 from tests.fixtures.workers import ARTIFACTS, kill_group, stop_group
 
 FAST_DELIVERY = {
     "retry_schedule": ["200ms", "500ms", "1s"],
-    "breaker_failures": 50,
+    "breaker_min_calls": 50,
     "breaker_reset": "1s",
 }
 
@@ -136,6 +141,7 @@ async def start_deliver_worker(kafka_bootstrap: str, tmp_path: Path) -> AsyncIte
                     t.triggers_dlq,
                     t.deliveries,
                     *(t.triggers_retry(i) for i in range(tiers)),
+                    *(wait_topic(spec["prefix"], name) for name in destinations),
                 ],
                 partitions=partitions,
             )
@@ -148,3 +154,57 @@ async def start_deliver_worker(kafka_bootstrap: str, tmp_path: Path) -> AsyncIte
     yield start
     for w in started:
         w.stop()
+
+
+class ByIdReceiver(Receiver):
+    """A real receiver that answers by webhook-id and call count, and verifies every call
+    with the reference `standardwebhooks` library (a bad signature gets 401).
+
+    `answer(webhook_id, nth_call_for_that_id)` -> status; `calls` counts per id.
+    """
+
+    def __init__(self, secret: str, answer: Callable[[str, int], int]) -> None:
+        super().__init__()
+        self.verifier = Webhook(secret)
+        self.answer = answer
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        msg_id = headers.get("webhook-id", "")
+        try:
+            self.verifier.verify(body, headers)
+            self.calls[msg_id] += 1
+            status = self.answer(msg_id, self.calls[msg_id])
+        except WebhookVerificationError:
+            status = 401
+        self.requests.append(Received(request.path, headers, body, time.monotonic(), status))
+        return web.Response(status=status)
+
+
+@pytest.fixture
+async def by_id_receiver() -> AsyncIterator[Callable[..., Awaitable[ByIdReceiver]]]:
+    started: list[ByIdReceiver] = []
+
+    async def make(secret: str, answer: Callable[[str, int], int]) -> ByIdReceiver:
+        rx = ByIdReceiver(secret, answer)
+        await rx.start()
+        started.append(rx)
+        return rx
+
+    yield make
+    for rx in started:
+        await rx.stop()
+
+
+async def attempts_by_trigger(worker: DeliverWorker, min_count: int) -> dict[str, list[int]]:
+    """trigger id -> the attempt numbers recorded on `<prefix>.deliveries`, in order."""
+    records = await consume_all(
+        worker.spec["broker"], worker.topics.deliveries, min_count=min_count, timeout=30
+    )
+    out: dict[str, list[int]] = collections.defaultdict(list)
+    for r in records:
+        rec = msgspec.json.decode(r.value or b"")
+        out[rec["trigger_id"]].append(rec["attempt"])
+    return dict(out)

@@ -13,15 +13,15 @@ import json
 import sys
 from pathlib import Path
 
-import faust
-
 from nudgeflow.agents import deliver
 from nudgeflow.config.loader import load_config_text
 from nudgeflow.config.settings import WorkerSettings
-from nudgeflow.pipeline.runtime import build_runtime
+from nudgeflow.pipeline.provision import provision
+from nudgeflow.pipeline.runtime import Runtime, build_runtime
+from nudgeflow.worker import Worker
 
 
-def build(spec: dict) -> faust.App:  # type: ignore[type-arg]
+def build(spec: dict) -> Runtime:  # type: ignore[type-arg]
     """The production runtime (pipeline/runtime.py), with only the deliver agents on it."""
     config = load_config_text(
         json.dumps({"destinations": spec["destinations"], "delivery": spec["delivery"]}),
@@ -34,16 +34,20 @@ def build(spec: dict) -> faust.App:  # type: ignore[type-arg]
         app_id=spec["app_id"],
         data_dir=Path(spec["data_dir"]),
         partitions=spec["partitions"],
+        roles=["deliver"],
     )
     rt = build_runtime(config, settings)
     deliver.register(rt)
-    return rt.app
+    return rt
 
 
 def main() -> None:
+    """Provision (as `nudgeflow worker` does), then run the production `Worker` (its SIGTERM
+    path is what the shutdown tests exercise)."""
     spec = json.loads(Path(sys.argv[1]).read_text())
-    app = build(spec)
-    worker = faust.Worker(app, loglevel="info", redirect_stdouts=False)
+    rt = build(spec)
+    provision(rt)
+    worker = Worker(rt, loglevel=spec.get("log_level", "info"), redirect_stdouts=False)
     worker.execute_from_commandline()
 
 

@@ -64,7 +64,7 @@ async def test_hanging_destination_does_not_delay_healthy_one(
     stuck = await receiver_factory(default=hang(60))
     worker = await start_deliver_worker(
         {"ok": local(healthy.url), "stuck": local(stuck.url, timeout=10.0)},
-        {"retry_schedule": ["30s", "60s"], "breaker_failures": 5, "breaker_reset": "5s"},
+        {"retry_schedule": ["30s", "60s"], "breaker_min_calls": 5, "breaker_reset": "5s"},
     )
     sent: dict[str, float] = {}
     await worker.produce([make_trigger("warmup", ["ok"])])
@@ -98,8 +98,7 @@ async def test_kill_9_with_retries_pending_loses_nothing(
         {"d": local(rx.url)},
         {
             "retry_schedule": ["1s", "2s", "3s", "3s", "3s", "3s", "3s", "3s", "3s", "3s"],
-            "breaker_failures": 5,
-            "breaker_reset": "1s",
+            "breaker_min_calls": 1000,  # retries, not parked deliveries (test_breaker.py)
         },
     )
     wanted = {f"trg-{n}" for n in range(100)}

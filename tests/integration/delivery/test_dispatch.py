@@ -23,7 +23,7 @@ from tests.fixtures.receivers import Receiver, ReceiverFactory, hang, respond
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 FAST = DeliverySettings(
-    retry_schedule=["200ms", "500ms", "1s"], breaker_failures=3, breaker_reset="1s"
+    retry_schedule=["200ms", "500ms", "1s"], breaker_min_calls=3, breaker_reset="1s"
 )
 
 
@@ -36,15 +36,25 @@ def dest(url: str, **kw: object) -> Destination:
 
 
 async def run_to_end(dispatcher: Dispatcher, t: Trigger, name: str = "d") -> list[Step]:
+    """Attempt until an end; a deferral (open circuit) waits for the reset and spends no
+    attempt, as the wait topic would."""
     steps, attempt = [], 1
     while True:
         step = await dispatcher.attempt(t, name, attempt)
         steps.append(step)
+        if step.outcome is Outcome.DEFERRED:
+            assert step.attempt == attempt - 1
+            await asyncio.sleep(FAST.breaker_reset_s)
+            continue
         if step.outcome is not Outcome.RETRY:
             return steps
         assert step.delay_s is not None
         await asyncio.sleep(step.delay_s)
         attempt += 1
+
+
+def calls(steps: list[Step]) -> list[Step]:
+    return [s for s in steps if s.outcome is not Outcome.DEFERRED]
 
 
 @pytest.fixture
@@ -89,7 +99,7 @@ async def test_hang_past_timeout_exhausts_to_dead(
     rx = await receiver_factory(default=hang(10))
     d = Dispatcher(
         {"d": dest(rx.url, timeout=0.2)},
-        DeliverySettings(retry_schedule=["100ms"], breaker_failures=10),
+        DeliverySettings(retry_schedule=["100ms"], breaker_min_calls=10),
         sender,
     )
     steps = await run_to_end(d, trigger())
@@ -114,8 +124,12 @@ async def test_dead_letter_statuses(
 
 async def test_connection_refused_retries_then_dead(closed_port: int, sender: Sender) -> None:
     steps = await run_to_end(make(f"http://127.0.0.1:{closed_port}/", sender), trigger())
-    assert [s.result.error_class for s in steps][:3] == ["connection"] * 3
-    assert steps[-1].outcome is Outcome.DEAD and len(steps) == FAST.max_attempts
+    made = calls(steps)
+    assert [s.result.error_class for s in made] == ["connection"] * FAST.max_attempts
+    assert [s.attempt for s in made] == list(range(1, FAST.max_attempts + 1))
+    # the third failure opened the circuit; the fourth attempt was its probe (deferrals
+    # before it, if any, spent nothing)
+    assert steps[-1].outcome is Outcome.DEAD
 
 
 async def test_private_destinations_refused_unless_allowed(
@@ -132,16 +146,24 @@ async def test_private_destinations_refused_unless_allowed(
     assert rx.ids() == ["t-1"]
 
 
-async def test_breaker_opens_and_short_circuits(
+async def test_breaker_opens_and_defers_without_spending(
     receiver_factory: ReceiverFactory, sender: Sender
 ) -> None:
     rx = await receiver_factory(default=respond(503))
     d = make(rx, sender)
-    for n in range(5):
-        await d.attempt(trigger(n), "d", 1)
-    assert len(rx.requests) == 3  # breaker_failures=3: the last two never left
-    step = await d.attempt(trigger(9), "d", 1)
-    assert step.outcome is Outcome.RETRY and step.result.error_class == "circuit_open"
+    steps = [await d.attempt(trigger(n), "d", 1) for n in range(5)]
+    assert len(rx.requests) == 3  # 3 calls, all failed (>= 70%): the last two never left
+    assert [s.outcome for s in steps] == [Outcome.RETRY] * 3 + [Outcome.DEFERRED] * 2
+    assert [s.attempt for s in steps[3:]] == [0, 0]  # no call, no attempt spent
+    later = await d.attempt(trigger(9), "d", 3)
+    assert later.outcome is Outcome.DEFERRED and later.attempt == 2
+
+    rx.default = respond(200)  # the endpoint recovers; the probe after the reset closes it
+    await asyncio.sleep(FAST.breaker_reset_s)
+    probe = await d.attempt(trigger(9), "d", 3)
+    assert (probe.outcome, probe.attempt) == (Outcome.DELIVERED, 3)
+    assert (await d.attempt(trigger(10), "d", 1)).outcome is Outcome.DELIVERED
+    assert rx.ids(200) == ["t-9", "t-10"]
 
 
 def pct(values: list[float], q: float) -> float:
