@@ -292,12 +292,6 @@ quarantined = Counter(
     ["kind"],
     registry=REGISTRY,
 )
-handling_offloaded = Counter(
-    "nudgeflow_handling_offloaded",
-    "Engine calls that ran past the inline budget (50 ms) on the event loop and were run "
-    "again in a thread, under handling_budget_s",
-    registry=REGISTRY,
-)
 # -- delivery: the breaker, waiting deliveries, shares, dedupe marks (issue 22) -----
 delivery_deferrals = Counter(
     "nudgeflow_delivery_deferrals",
@@ -325,5 +319,11 @@ delivery_share = Gauge(
 delivered_marks_expired = Counter(
     "nudgeflow_delivered_marks_expired",
     "Webhook dedupe marks removed after the retry horizon (tables/delivered.py)",
+    registry=REGISTRY,
+)
+handling_offloaded = Counter(
+    "nudgeflow_handling_offloaded",
+    "Engine calls that ran past the inline budget (50 ms) on the event loop and were run "
+    "again in a thread, under handling_budget_s",
     registry=REGISTRY,
 )
