@@ -18,6 +18,12 @@ raises `Unsupported`, and the caller keeps Jinja's compiled expression.
 Names are looked up in a *scope*: anything with `get(name, default)` and
 `call(name, args)`, so the engine can hand out `cart` or `count(...)`
 lazily instead of building a context dict per evaluation.
+
+With a budgeted environment (budget.py) the closures keep its budget checks:
+intercepted operators go through `env.call_binop`, `~` through the checked
+concatenation and list/tuple/dict displays through the container check, exactly
+as the budgeted code generator does for templates; the caller runs them under a
+meter.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ from typing import Any, Protocol
 from jinja2 import nodes
 from jinja2.nodes import EvalContext
 from jinja2.optimizer import optimize
-from jinja2.runtime import missing, str_join
+from jinja2.runtime import missing, new_context, str_join
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import _PassArg
+
+from nudgeflow.engine.budget import BudgetedSandbox, budget_concat, budget_container
 
 
 class Scope(Protocol):
@@ -82,6 +90,8 @@ class _Builder:
     def __init__(self, env: SandboxedEnvironment) -> None:
         self.env = env
         self.eval_ctx = EvalContext(env)
+        self.context = new_context(env, None, {})  # for env.call_binop, which ignores it
+        self.budgeted = isinstance(env, BudgetedSandbox)
 
     def build(self, node: nodes.Node) -> Compiled:
         method = getattr(self, "_" + type(node).__name__, None)
@@ -151,9 +161,11 @@ class _Builder:
 
     def _binexpr(self, node: nodes.BinExpr) -> Compiled:
         op = node.operator
-        if op in getattr(self.env, "intercepted_binops", ()):
-            raise Unsupported(f"intercepted binary {op}")
-        fn, left, right = _BINOPS[op], self.build(node.left), self.build(node.right)
+        left, right = self.build(node.left), self.build(node.right)
+        if op in self.env.intercepted_binops:
+            call_binop, context = self.env.call_binop, self.context
+            return lambda scope: call_binop(context, op, left(scope), right(scope))
+        fn = _BINOPS[op]
         return lambda scope: fn(left(scope), right(scope))
 
     _Add = _Sub = _Mul = _Div = _FloorDiv = _Mod = _Pow = _binexpr
@@ -187,20 +199,28 @@ class _Builder:
         test, yes, no = self.build(node.test), self.build(node.expr1), self.build(node.expr2)
         return lambda scope: yes(scope) if test(scope) else no(scope)
 
+    def _checked(self, build: Compiled) -> Compiled:
+        """A list/tuple/dict display, checked against the budget when there is one."""
+        if not self.budgeted:
+            return build
+        return lambda scope: budget_container(build(scope))
+
     def _List(self, node: nodes.List) -> Compiled:
         items = [self.build(i) for i in node.items]
-        return lambda scope: [i(scope) for i in items]
+        return self._checked(lambda scope: [i(scope) for i in items])
 
     def _Tuple(self, node: nodes.Tuple) -> Compiled:
         items = [self.build(i) for i in node.items]
-        return lambda scope: tuple(i(scope) for i in items)
+        return self._checked(lambda scope: tuple(i(scope) for i in items))
 
     def _Dict(self, node: nodes.Dict) -> Compiled:
         pairs = [(self.build(p.key), self.build(p.value)) for p in node.items]
-        return lambda scope: {k(scope): v(scope) for k, v in pairs}
+        return self._checked(lambda scope: {k(scope): v(scope) for k, v in pairs})
 
     def _Concat(self, node: nodes.Concat) -> Compiled:
         parts = [self.build(n) for n in node.nodes]
+        if self.budgeted:
+            return lambda scope: budget_concat(str_join, [p(scope) for p in parts])
         return lambda scope: str_join([p(scope) for p in parts])
 
     def _Filter(self, node: nodes.Filter) -> Compiled:

@@ -11,6 +11,15 @@ a reason instead of raising.
 Evaluation runs closures built from the checked tree (expression_compiler.py,
 same sandbox operations, no per-call template context); Jinja's own compiled
 expression is kept for anything that compiler does not cover.
+
+Every evaluation that can do costly work (operators that build values, `~`,
+filters, list/dict displays) runs under a `Budget` (budget.py), so
+`(((10**64)**64)**64)**64 > 0` is false within microseconds with the reason
+"budget exceeded: int_bits > 4096 (...)" instead of stalling the worker for
+25 s; `budget.limit_of(reason)` names the limit. Expressions made only of names,
+attributes, comparisons, `and`/`or`/`not`, tests, `-`, `/`, `//`, a few string
+filters (`lower`, `upper`, `trim`, ...) and `count`/`sum` cannot build anything
+big and skip the meter.
 """
 
 from __future__ import annotations
@@ -23,8 +32,15 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.exceptions import TemplateError
 from jinja2.parser import Parser
 from jinja2.runtime import missing, new_context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from nudgeflow.engine.budget import (
+    DEFAULT_BUDGET,
+    Budget,
+    BudgetedSandbox,
+    BudgetExceeded,
+    light_values,
+    run_metered,
+)
 from nudgeflow.engine.durations import DurationError, parse_duration
 from nudgeflow.engine.expression_compiler import Compiled, Unsupported, compile_tree
 
@@ -36,7 +52,7 @@ class ExpressionError(ValueError):
     """A `when` expression that cannot be compiled or uses what is not allowed."""
 
 
-class _DataFirstSandbox(ImmutableSandboxedEnvironment):
+class _DataFirstSandbox(BudgetedSandbox):
     """`cart.items` must mean the key, not `dict.items`: look up dict keys first."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
@@ -47,6 +63,15 @@ class _DataFirstSandbox(ImmutableSandboxedEnvironment):
 
 _ENV = _DataFirstSandbox(undefined=StrictUndefined)
 _CALL_CONTEXT = new_context(_ENV, None, {})  # for env.call(); count/sum take no context
+
+# Nodes that cannot build a big value or loop: an expression made only of these (and of a
+# few light filters, such as `lower`) skips the meter, so the common
+# `count(...) >= 3 and cart.value > 50` stays as fast as before budgets.
+_UNMETERED = (
+    nodes.Name, nodes.Const, nodes.Getattr, nodes.Getitem, nodes.Slice, nodes.And, nodes.Or,
+    nodes.Not, nodes.Neg, nodes.Pos, nodes.Compare, nodes.Operand, nodes.CondExpr, nodes.Call,
+    nodes.Test, nodes.Sub, nodes.Div, nodes.FloorDiv, nodes.Keyword,
+)  # fmt: skip
 
 
 class WhenScope(Protocol):
@@ -96,21 +121,38 @@ class Expression:
     source: str
     counts: frozenset[CountRef]
     sums: frozenset[SumRef]
-    _compiled: Callable[..., Any]
+    _compiled: Callable[..., Any]  # Jinja's compiled expression, metered
     _fast: Compiled | None = None
+    budget: Budget = DEFAULT_BUDGET
+    _metered: bool = True  # False: nothing in it can build a big value or loop
 
     def evaluate(self, context: Mapping[str, Any]) -> tuple[bool, str | None]:
-        """(result, reason): reason explains a False caused by an error."""
+        """(result, reason): reason explains a False caused by an error, or names the
+        budget limit it went over ("budget exceeded: string_length > ...")."""
         return self.evaluate_in(MappingScope(context))
 
     def evaluate_in(self, scope: WhenScope) -> tuple[bool, str | None]:
         """Like `evaluate`, with names resolved lazily by `scope`."""
         try:
-            if self._fast is not None:
-                return bool(self._fast(scope)), None
-            return bool(self._compiled(**scope.to_context())), None
+            fast = self._fast
+            if fast is None:
+                return bool(self._compiled(**scope.to_context())), None
+            if self._metered:
+                return bool(run_metered(self.budget, fast, scope)), None
+            return bool(fast(scope)), None
+        except BudgetExceeded as exc:
+            return False, str(exc)
         except Exception as exc:  # sandbox, undefined, type errors: never a crash
             return False, f"{type(exc).__name__}: {exc}"
+
+
+def _metered_jinja(compiled: Callable[..., Any], budget: Budget) -> Callable[..., Any]:
+    """Jinja's compiled expression, each call under a fresh meter."""
+
+    def evaluate(**context: Any) -> Any:
+        return run_metered(budget, compiled, **context)
+
+    return evaluate
 
 
 def _literal(call: nodes.Call, i: int, what: str, fn: str) -> str:
@@ -141,8 +183,9 @@ def _check_call(call: nodes.Call) -> CountRef | SumRef:
     return SumRef(values[0], values[1], window_ms)
 
 
-def compile_expression(source: str) -> Expression:
-    """Parse, check names and calls, compile. Raises ExpressionError."""
+def compile_expression(source: str, budget: Budget = DEFAULT_BUDGET) -> Expression:
+    """Parse, check names and calls, compile. Raises ExpressionError. Evaluations run
+    under `budget`."""
     if not isinstance(source, str) or not source.strip():
         raise ExpressionError("expression is empty")
     try:
@@ -171,13 +214,32 @@ def compile_expression(source: str) -> Expression:
         compiled = _ENV.compile_expression(source, undefined_to_none=False)
     except TemplateError as exc:
         raise ExpressionError(f"does not compile: {exc}") from None
+    expr = body[0].nodes[0]
     return Expression(
         source=source,
         counts=frozenset(r for r in refs if isinstance(r, CountRef)),
         sums=frozenset(r for r in refs if isinstance(r, SumRef)),
-        _compiled=compiled,
+        _compiled=_metered_jinja(compiled, budget),
         _fast=_closures(source),
+        budget=budget,
+        _metered=_needs_meter(expr, budget),
     )
+
+
+def _needs_meter(expr: nodes.Expr, budget: Budget) -> bool:
+    """Whether evaluating `expr` must run under a meter; without one, the sandbox's hooks
+    check sizes against its own (default) budget, so another budget always meters."""
+    if budget != _ENV.budget:
+        return True
+    filters = 0
+    for node in (expr, *expr.find_all(nodes.Node)):
+        if isinstance(node, nodes.Filter):
+            if node.name not in _ENV.light_filters:
+                return True
+            filters += 1
+        elif not isinstance(node, _UNMETERED):
+            return True
+    return filters > light_values(budget)
 
 
 def _closures(source: str) -> Compiled | None:

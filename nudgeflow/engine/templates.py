@@ -10,6 +10,11 @@ Templates whose name ends in ``.json.j2`` must render to valid JSON (use ``| toj
 values); ``render`` returns the text either way, ``render_json`` the parsed value.
 Optional traits work with ``{{ user.first_name | default('there') }}`` or
 ``{% if user.vip is defined %}``; a bare missing name is an error (StrictUndefined).
+
+Every render runs under a `Budget` (budget.py: loop iterations, string/list/int sizes, output
+length, wall time); going over it is a TemplateError whose reason names the limit
+("budget exceeded: loop_iterations > 100000") and whose `limit` is that Budget field, so one
+hostile or buggy template costs one suppressed send, never the worker.
 """
 
 from __future__ import annotations
@@ -27,8 +32,15 @@ from urllib.parse import urlencode
 
 import jinja2
 from jinja2 import ChoiceLoader, FileSystemLoader, FunctionLoader, StrictUndefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from nudgeflow.engine.budget import (
+    DEFAULT_BUDGET,
+    OUTPUT_LENGTH,
+    Budget,
+    BudgetedSandbox,
+    BudgetExceeded,
+    run_metered,
+)
 from nudgeflow.engine.limits import zone_for
 
 JSON_SUFFIX = ".json.j2"
@@ -65,14 +77,18 @@ SAMPLE_CONTEXT: Mapping[str, Any] = {
 
 
 class TemplateError(Exception):
-    """Any template failure (missing, syntax, undefined name, sandbox, runtime, bad JSON)."""
+    """Any template failure (missing, syntax, undefined name, sandbox, runtime, bad JSON,
+    over budget). `limit` is the Budget field a render went over, else None."""
 
-    def __init__(self, template: str, message: str, line: int | None = None) -> None:
+    def __init__(
+        self, template: str, message: str, line: int | None = None, *, limit: str | None = None
+    ) -> None:
         where = f"template {template!r}" + (f" line {line}" if line else "")
         super().__init__(f"{where}: {message}")
         self.template = template
         self.line = line
         self.reason = message
+        self.limit = limit
 
 
 # --- money --------------------------------------------------------------------------------
@@ -208,16 +224,10 @@ def image_url(base: str, **params: Any) -> str:
 
 # --- environment --------------------------------------------------------------------------
 
-MAX_POWER_EXPONENT = 64
-MAX_REPEAT_LENGTH = 100_000
 
-
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, plus bounds on `**` and sequence `*` so a template cannot
-    hang the worker or exhaust memory (the stock sandbox only bounds `range`), and
-    mapping keys winning over method names."""
-
-    intercepted_binops = frozenset({"**", "*"})
+class _Sandbox(BudgetedSandbox):
+    """The budgeted immutable sandbox (budget.py), with mapping keys winning over method
+    names."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """Keys before attributes for mappings, so `cart.items` is the cart's items, not
@@ -229,32 +239,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                 pass
         return super().getattr(obj, attribute)
 
-    def call_binop(
-        self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
-    ) -> Any:
-        if operator == "**":
-            if isinstance(right, int) and abs(right) > MAX_POWER_EXPONENT:
-                raise jinja2.sandbox.SecurityError(
-                    f"exponent {right} exceeds the sandbox limit {MAX_POWER_EXPONENT}"
-                )
-            return left**right
-        for seq, times in ((left, right), (right, left)):
-            too_long = (
-                isinstance(seq, str | list | tuple)
-                and isinstance(times, int)
-                and len(seq) * times > MAX_REPEAT_LENGTH
-            )
-            if too_long:
-                raise jinja2.sandbox.SecurityError(
-                    f"repeated sequence longer than the sandbox limit {MAX_REPEAT_LENGTH}"
-                )
-        return left * right
-
 
 class Templates:
     """Loads, checks and renders message templates from a directory and/or inline sources.
 
     Inline templates win over files of the same name. Compiled templates are cached.
+    Each render (and each `check`) runs under `budget`.
     """
 
     def __init__(
@@ -264,8 +254,10 @@ class Templates:
         secret: bytes,
         inline: Mapping[str, str] | None = None,
         sample_context: Mapping[str, Any] = SAMPLE_CONTEXT,
+        budget: Budget = DEFAULT_BUDGET,
     ) -> None:
         self._secret = secret
+        self._budget = budget
         self._directory = Path(directory) if directory is not None else None
         self._sample = sample_context
         self._inline = dict(inline or {})
@@ -273,6 +265,7 @@ class Templates:
         if directory is not None:
             loaders.append(FileSystemLoader(str(directory)))
         self._env = _Sandbox(
+            budget=budget,
             loader=ChoiceLoader(loaders),
             undefined=StrictUndefined,
             autoescape=False,
@@ -280,10 +273,17 @@ class Templates:
             cache_size=-1,
             keep_trailing_newline=True,
         )
-        self._env.filters.update(money=_money_filter, date=format_date, datetime=format_datetime)
+        light: dict[str, Callable[..., Any]] = {
+            "money": _money_filter,
+            "date": format_date,
+            "datetime": format_datetime,
+        }
+        self._env.add_filters(light, light=True)  # output bounded by the input, not compounding
         self._env.globals.update(discount_code=self._discount_code, image_url=image_url)
+        self._env.light_globals = frozenset({"discount_code"})  # a fixed-size result
         self._compiled: dict[str, jinja2.Template] = {}
         self._globals: dict[str, dict[str, Any]] = {}  # per template, flattened once
+        self._light: dict[str, bool] = {}  # per template: renders with no meter (budget.py)
 
     def _inline_source(self, name: str) -> tuple[str, str, Callable[[], bool]] | None:
         source = self._inline.get(name)
@@ -311,9 +311,21 @@ class Templates:
                 raise TemplateError(name, f"syntax error: {exc.message}", exc.lineno) from exc
             except Exception as exc:
                 raise TemplateError(name, f"cannot load: {exc}") from exc
+            self._light[name] = self._is_light(name)
             self._compiled[name] = cached
             self._globals[name] = dict(cached.globals)
         return cached
+
+    def _is_light(self, name: str) -> bool:
+        """Whether `name` can render without a meter (budget.is_light); parsed again, once.
+        Anything unexpected means metered, which is always safe."""
+        loader = self._env.loader
+        try:
+            assert loader is not None
+            source, _, _ = loader.get_source(self._env, name)
+            return self._env.is_light(self._env.parse(source, name))
+        except Exception:
+            return False
 
     def names(self) -> list[str]:
         """Every template this instance can render: inline ones and `*.j2` files."""
@@ -339,9 +351,16 @@ class Templates:
         """Render to text (validated JSON for `.json.j2`); any failure is a TemplateError."""
         template = self._template(name)
         try:
-            text = _render(template, self._globals[name], context)
+            if self._light[name]:
+                text = _render_light(template, self._globals[name], context, self._budget)
+            else:
+                text = run_metered(self._budget, _render, template, self._globals[name], context)
         except jinja2.TemplateSyntaxError as exc:  # a broken {% include %} target
             raise TemplateError(name, f"syntax error: {exc.message}", exc.lineno) from exc
+        except BudgetExceeded as exc:
+            line, where = _template_frame(exc, template)
+            detail = str(exc) + (f" (in {where})" if where else "")
+            raise TemplateError(name, detail, line, limit=exc.limit) from exc
         except Exception as exc:
             line, where = _template_frame(exc, template)
             detail = f"{type(exc).__name__}: {exc}" + (f" (in {where})" if where else "")
@@ -369,13 +388,32 @@ def _render(
 
     `Template.render` flattens the environment and template globals into a new
     dict per render (a ChainMap walk, a third of a small template's cost); here
-    they are flattened once and the render context is built from a copy.
+    they are flattened once and the render context is built from a copy. Runs under
+    the caller's meter (`run_metered`); `concat` is the budget's, counting the output.
     """
     ctx = template.new_context({**template_globals, **context}, shared=True)
     try:
         return template.environment.concat(template.root_render_func(ctx))
     except Exception:
         template.environment.handle_exception()  # rewrites the traceback to template lines
+
+
+def _render_light(
+    template: jinja2.Template,
+    template_globals: dict[str, Any],
+    context: Mapping[str, Any],
+    budget: Budget,
+) -> str:
+    """`_render` for a light template: no meter, the output checked once it is joined
+    (a light template's output is bounded by construction; see budget.is_light)."""
+    ctx = template.new_context({**template_globals, **context}, shared=True)
+    try:
+        text = "".join(template.root_render_func(ctx))
+    except Exception:
+        template.environment.handle_exception()
+    if len(text) > budget.output_length:
+        raise BudgetExceeded(OUTPUT_LENGTH, budget.output_length, len(text), "output")
+    return text
 
 
 def _template_frame(exc: BaseException, template: jinja2.Template) -> tuple[int | None, str]:
