@@ -15,6 +15,7 @@ segfault at once); Kafka being unreachable (retried, never a poison).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -102,9 +103,14 @@ class Guard:
         self, make: Make[T], on_slow: Callable[[], Awaitable[None]], *, inline: bool
     ) -> T:
         if inline and self.alarm.available:
+            call, began = make(), time.monotonic()
             try:
-                return self.alarm.call(make())
+                return self.alarm.call(call)
             except InlineOverrun:
+                if time.monotonic() - began >= self.threads.budget_s:
+                    # One C operation held the GIL past the whole budget (no signal can
+                    # cut it short): an overrun, not to be run a second time in a thread.
+                    raise Overrun(self.threads.budget_s) from None
                 metrics.handling_offloaded.inc()  # again, in a thread, from fresh state
         return await self.threads.run(make(), on_slow)
 

@@ -129,9 +129,10 @@ class EngineThreads:
 
     async def run(self, fn: Callable[[], T], on_slow: Callable[[], Awaitable[None]]) -> T:
         """`fn()` in a thread. Past `mark_after_s` it awaits `on_slow()` (the caller counts
-        the attempt durably while the call goes on); past `budget_s` it raises `Overrun`.
-        The call's own exception propagates; so does one from `on_slow` (the call is
-        then abandoned: it was not counted)."""
+        the attempt durably while the call goes on); past `budget_s` it raises `Overrun`,
+        also for a call that ended but only after the budget (one that held the GIL, so
+        that the loop could not look sooner). The call's own exception propagates; so
+        does one from `on_slow` (the call is then abandoned: it was not counted)."""
         worker = await self._take()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -147,6 +148,8 @@ class EngineThreads:
                 self._abandon(worker, future)
             raise
         self._idle.append(worker)
+        if loop.time() - began > self.budget_s:  # it ended, but late: it held the GIL
+            raise Overrun(self.budget_s)
         return future.result()
 
     async def _take(self) -> _Thread:

@@ -127,3 +127,24 @@ async def test_a_fast_call_runs_inline_and_a_slow_one_again_in_a_thread_from_fre
     assert await guard.attempt(KEY, on_the_loop, "test") is True
     assert await guard.attempt(KEY, make, "test") == (2, False)
     assert book.writes == []  # neither was an attempt that failed or ran long
+
+
+async def test_a_call_holding_the_gil_past_the_budget_is_one_counted_overrun() -> None:
+    """One C loop that keeps the GIL and checks no signal (`sum` over 30 million ints,
+    0.3-0.7 s): nothing can cut it short, so it is counted once it ends, not run again."""
+    book = _Book()
+    guard = _guard(book, budget_s=0.1)
+    built: list[int] = []
+
+    def make() -> Callable[[], int]:
+        built.append(1)
+        return lambda: sum(range(30_000_000))
+
+    with pytest.raises(Failed) as failed:
+        await guard.attempt(KEY, make, "test")
+    assert failed.value.attempts.reason == TIMEOUT
+    assert built == [1]  # not run a second time in a thread
+    assert [a.count for a in book.writes] == [1]
+    with pytest.raises(Failed):  # the next attempt (in a thread) ends late: an overrun too
+        await guard.attempt(KEY, make, "test")
+    assert book.writes[-1].count == 2
