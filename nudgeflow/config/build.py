@@ -11,6 +11,7 @@ import logging
 import os
 
 from nudgeflow.config.loader import NudgeflowConfig
+from nudgeflow.engine.budget import DEFAULT_BUDGET, Budget
 from nudgeflow.engine.core import Engine
 from nudgeflow.engine.templates import Templates
 
@@ -30,7 +31,11 @@ def engine_secret(*, warn: bool = True) -> bytes:
     return DEV_SECRET
 
 
-def build_engine(config: NudgeflowConfig, *, secret: bytes) -> Engine:
-    """The engine for `config`: its rules, limits and templates."""
-    templates = Templates(config.templates_dir, secret=secret, inline=config.inline_templates)
+def build_engine(
+    config: NudgeflowConfig, *, secret: bytes, budget: Budget = DEFAULT_BUDGET
+) -> Engine:
+    """The engine for `config`: its rules, limits, and templates rendered under `budget`."""
+    templates = Templates(
+        config.templates_dir, secret=secret, inline=config.inline_templates, budget=budget
+    )
     return Engine(config.rules, config.limits, templates)

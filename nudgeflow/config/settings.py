@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from nudgeflow.engine.budget import Budget
 from nudgeflow.engine.durations import parse_duration
 from nudgeflow.events.parse import EventLimits
 
@@ -78,6 +79,16 @@ class WorkerSettings(BaseModel):
         "handling of every event of TYPE (agents/hooks.py)",
     )
 
+    # Budgets for every template render and `when` evaluation (engine/budget.py): over
+    # one, that send alone is suppressed with decision `render_failed` naming the limit.
+    render_loop_iterations: int = Field(100_000, ge=1, description="loop iterations per render")
+    render_string_length: int = Field(1_000_000, ge=1, description="chars in any one string")
+    render_list_length: int = Field(100_000, ge=1, description="items in any one list")
+    render_int_bits: int = Field(4_096, ge=64, description="bits in any one integer")
+    render_output_length: int = Field(1_000_000, ge=1, description="chars of a render's output")
+    render_built_chars: int = Field(10_000_000, ge=1, description="chars built over one render")
+    render_wall_time_ms: int = Field(250, ge=1, description="wall time of one render")
+
     @property
     def group_id(self) -> str:
         return self.app_id or self.topic_prefix
@@ -88,6 +99,17 @@ class WorkerSettings(BaseModel):
             max_bytes=self.max_event_bytes,
             max_age_ms=parse_duration(self.max_event_age),
             max_skew_ms=parse_duration(self.max_event_skew),
+        )
+
+    def render_budget(self) -> Budget:
+        return Budget(
+            loop_iterations=self.render_loop_iterations,
+            string_length=self.render_string_length,
+            list_length=self.render_list_length,
+            int_bits=self.render_int_bits,
+            output_length=self.render_output_length,
+            built_chars=self.render_built_chars,
+            wall_time_ms=self.render_wall_time_ms,
         )
 
     @field_validator("broker")

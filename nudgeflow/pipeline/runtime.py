@@ -80,7 +80,7 @@ def build_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime:
         settings=settings,
         config=config,
         topics=TopicNames(settings.topic_prefix),
-        engine=build_engine(config, secret=engine_secret()),
+        engine=build_engine(config, secret=engine_secret(), budget=settings.render_budget()),
         sender=sender,
         users=users,
         timeline=timeline,
