@@ -8,8 +8,14 @@ by the broker before the next attempt starts. So a worker killed in the middle o
 long attempt, or one that loses the partition, leaves the count to whoever goes on.
 A record handled in time costs no write.
 
-What is not counted: an attempt that ends the process in under `MARK_AFTER_S` (a
-segfault at once); Kafka being unreachable (retried, never a poison).
+One exception to "N attempts": an attempt that held the event loop past the whole
+budget (one C operation keeping the GIL, which no signal or thread can cut short) is
+quarantined at once. Trying it again would stall every partition, `/health` and the
+consumer's session again; with three tries a 25 s operation stalled a worker 75 s.
+
+What is not counted: an attempt that ends the process in its first 50 ms (inline) or
+`MARK_AFTER_S` (in a thread), say a segfault at once; Kafka being unreachable (retried,
+never a poison).
 """
 
 from __future__ import annotations
@@ -64,11 +70,12 @@ class Guard:
         that failed before) in an engine thread under the handling budget.
 
         Raises `Failed` if it raised or overran (counted durably before this returns),
-        with `final` set once `max_attempts` is reached; also, without running `fn`,
-        when the stored count already reached it (a crash after the last attempt).
+        with `final` set once `max_attempts` is reached or the attempt held the loop past
+        the budget; also, without running it, when the stored count says so already (a
+        crash after the last attempt).
         """
         before = self.book.get(key)
-        if before is not None and before.count >= self.max_attempts:
+        if before is not None and (before.final or before.count >= self.max_attempts):
             raise Failed(before, final=True)
         count = (before.count if before else 0) + 1
         counted: list[Attempts] = []
@@ -89,7 +96,9 @@ class Guard:
         except _NotCounted as exc:
             raise exc.__cause__ or exc from None  # Kafka: the caller retries, uncounted
         except Overrun as exc:
-            failure, error = Attempts(count=count, reason=TIMEOUT, error=str(exc)), None
+            held = exc.held_s is not None  # trying again would hold the loop again
+            failure = Attempts(count=count, reason=TIMEOUT, error=str(exc), final=held)
+            error = None
         except Exception as exc:
             failure, error = Attempts(count=count, reason=ERROR, error=_describe(exc)), exc
         else:
@@ -97,7 +106,7 @@ class Guard:
                 self.book.clear(key)
             return result
         await self._failed(key, failure, source, counted=bool(counted), error=error)
-        raise Failed(failure, final=count >= self.max_attempts)
+        raise Failed(failure, final=failure.final or count >= self.max_attempts)
 
     async def _run(
         self, make: Make[T], on_slow: Callable[[], Awaitable[None]], *, inline: bool
@@ -107,10 +116,11 @@ class Guard:
             try:
                 return self.alarm.call(call)
             except InlineOverrun:
-                if time.monotonic() - began >= self.threads.budget_s:
+                took = time.monotonic() - began
+                if took >= self.threads.budget_s:
                     # One C operation held the GIL past the whole budget (no signal can
                     # cut it short): an overrun, not to be run a second time in a thread.
-                    raise Overrun(self.threads.budget_s) from None
+                    raise Overrun(self.threads.budget_s, held_s=took) from None
                 metrics.handling_offloaded.inc()  # again, in a thread, from fresh state
         return await self.threads.run(make(), on_slow)
 
@@ -126,7 +136,7 @@ class Guard:
         """Count a failed attempt (unless it was counted while running and merely overran)."""
         overrun = failure.reason == TIMEOUT
         metrics.handling_failures.labels(outcome="overrun" if overrun else "error").inc()
-        if not (counted and overrun):
+        if not (counted and overrun) or failure.final:
             await self.book.count(key, failure)
         verb = "stopped" if counted and overrun else "failed" if counted else "counted"
         self._log(source, failure.count, f"{verb}: {failure.error}", error)

@@ -43,11 +43,16 @@ _SATURATED_POLL_S = 0.05
 
 
 class Overrun(Exception):
-    """The call ran past its budget; it was abandoned and its thread told to stop."""
+    """The call ran past its budget; it was abandoned and its thread told to stop.
 
-    def __init__(self, budget_s: float) -> None:
-        super().__init__(f"still running after {budget_s:g} s (handling_budget_s)")
+    `held_s`: it ended by itself, but only after holding the GIL (the event loop) that
+    long, past the budget: one C operation, which nothing in-process can cut short."""
+
+    def __init__(self, budget_s: float, held_s: float | None = None) -> None:
+        what = f"held the event loop {held_s:.1f} s" if held_s else "still running"
+        super().__init__(f"{what}, over the handling budget of {budget_s:g} s")
         self.budget_s = budget_s
+        self.held_s = held_s
 
 
 class Stopped(BaseException):
@@ -129,27 +134,30 @@ class EngineThreads:
 
     async def run(self, fn: Callable[[], T], on_slow: Callable[[], Awaitable[None]]) -> T:
         """`fn()` in a thread. Past `mark_after_s` it awaits `on_slow()` (the caller counts
-        the attempt durably while the call goes on); past `budget_s` it raises `Overrun`,
-        also for a call that ended but only after the budget (one that held the GIL, so
-        that the loop could not look sooner). The call's own exception propagates; so
-        does one from `on_slow` (the call is then abandoned: it was not counted)."""
+        the attempt durably while the call goes on); past `budget_s` it raises `Overrun`.
+        If the loop itself could not run for `budget_s` meanwhile (the call held the GIL
+        in one C operation), `Overrun.held_s` says so, whether or not the call ended.
+        The call's own exception propagates; so does one from `on_slow` (the call is
+        then abandoned: it was not counted)."""
         worker = await self._take()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         began = loop.time()
+        held = _Lag(loop)
         worker.calls.put(_Call(fn, future, loop))
         try:
-            if not await _done_within(future, self.mark_after_s):
+            if not await held.wait(future, self.mark_after_s):
                 await on_slow()
-                if not await _done_within(future, self.budget_s - (loop.time() - began)):
-                    raise Overrun(self.budget_s)
+                await held.wait(future, self.budget_s - (loop.time() - began))
+            if held.lag_s >= self.budget_s:
+                raise Overrun(self.budget_s, held_s=held.lag_s)
+            if not future.done():
+                raise Overrun(self.budget_s)
         except BaseException:
             if not future.done():
                 self._abandon(worker, future)
             raise
         self._idle.append(worker)
-        if loop.time() - began > self.budget_s:  # it ended, but late: it held the GIL
-            raise Overrun(self.budget_s)
         return future.result()
 
     async def _take(self) -> _Thread:
@@ -173,7 +181,17 @@ class EngineThreads:
         worker.stop()
 
 
-async def _done_within(future: asyncio.Future[Any], timeout: float) -> bool:
-    if not future.done() and timeout > 0:
-        await asyncio.wait((future,), timeout=timeout)
-    return future.done()
+class _Lag:
+    """How late the loop woke up from its waits: time it could not run (the GIL held)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.lag_s = 0.0
+
+    async def wait(self, future: asyncio.Future[Any], timeout: float) -> bool:
+        """Whether `future` is done within `timeout` (seconds, may be <= 0)."""
+        if not future.done() and timeout > 0:
+            start = self.loop.time()
+            await asyncio.wait((future,), timeout=timeout)
+            self.lag_s += max(0.0, self.loop.time() - start - timeout)
+        return future.done()

@@ -34,6 +34,7 @@ class Attempts(msgspec.Struct, frozen=True, kw_only=True):
     count: int  # attempts counted so far, the current one included once it is written
     reason: str  # TIMEOUT or ERROR, of the last counted attempt
     error: str = ""  # human text of the last failure
+    final: bool = False  # quarantine without another attempt (it held the event loop)
 
 
 _encoder = msgspec.json.Encoder()

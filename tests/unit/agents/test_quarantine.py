@@ -131,7 +131,7 @@ async def test_a_fast_call_runs_inline_and_a_slow_one_again_in_a_thread_from_fre
 
 async def test_a_call_holding_the_gil_past_the_budget_is_one_counted_overrun() -> None:
     """One C loop that keeps the GIL and checks no signal (`sum` over 30 million ints,
-    0.3-0.7 s): nothing can cut it short, so it is counted once it ends, not run again."""
+    0.3-0.7 s): nothing cuts it short, and running it again would hold the loop again."""
     book = _Book()
     guard = _guard(book, budget_s=0.1)
     built: list[int] = []
@@ -142,9 +142,19 @@ async def test_a_call_holding_the_gil_past_the_budget_is_one_counted_overrun() -
 
     with pytest.raises(Failed) as failed:
         await guard.attempt(KEY, make, "test")
-    assert failed.value.attempts.reason == TIMEOUT
-    assert built == [1]  # not run a second time in a thread
-    assert [a.count for a in book.writes] == [1]
-    with pytest.raises(Failed):  # the next attempt (in a thread) ends late: an overrun too
+    assert failed.value.final and failed.value.attempts.reason == TIMEOUT
+    assert "held the event loop" in failed.value.attempts.error
+    assert built == [1]  # not run a second time in a thread, nor a third time
+    assert [(a.count, a.final) for a in book.writes] == [(1, True)]
+    with pytest.raises(Failed) as again:  # after a restart: quarantined without a run
         await guard.attempt(KEY, make, "test")
-    assert book.writes[-1].count == 2
+    assert again.value.final and built == [1]
+
+
+async def test_a_thread_call_that_ends_after_the_budget_is_final_too() -> None:
+    book = _Book()
+    book.rows[KEY] = Attempts(count=1, reason=ERROR)  # failed before: straight to a thread
+    guard = _guard(book, budget_s=0.1)
+    with pytest.raises(Failed) as failed:
+        await guard.attempt(KEY, once(lambda: sum(range(30_000_000))), "test")
+    assert failed.value.final and failed.value.attempts.count == 2
