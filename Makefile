@@ -1,6 +1,8 @@
 # `make dev` runs Nudgeflow on its embedded default; `make test` runs the whole suite.
-# Both install what they need first: system packages (only if missing), a virtualenv in
-# .venv with the project and its dev extras, and the Kafka broker's jars (cached).
+# Each installs what it needs first, and only that: `make dev` the tools to run (Python,
+# Java and Maven for the local broker, only if missing), a virtualenv in .venv with the
+# project, and the Kafka broker's jars (cached); `make test` adds what only the tests use
+# (Chromium, Prometheus, docker-compose, the dev extras).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -14,30 +16,41 @@ PYTHON ?= $(or $(shell command -v python3.11),$(shell command -v python3),python
 KAFKA_VERSION ?= 4.1.1
 PYTEST_FLAGS ?= -q -ra --durations=15 --junitxml=test-artifacts/junit.xml
 
-# Debian packages the suite needs; each is installed (after `apt-get update`) only if missing.
+# Debian packages only the suite needs (the console in a browser, promtool, the compose
+# file's validation); each is installed (after `apt-get update`) only if missing.
 APT_PACKAGES ?= chromium prometheus docker-compose
-# Tools, added only when their command is absent: Python 3.11 with venv, and Java + Maven
-# for the local Kafka broker.
+# Tools to run, added only when their command is absent: Python 3.11 with venv, and
+# Java + Maven for the local Kafka broker.
 APT_TOOLS := $(if $(shell command -v python3.11),,python3.11 python3.11-venv) \
              $(if $(shell command -v java),,default-jre-headless) \
              $(if $(shell command -v mvn),,maven)
 
-.PHONY: help install system-deps kafka-jars test dev lint clean
+.PHONY: help install install-run system-deps test-system-deps kafka-jars test dev lint clean
 
 help:
-	@echo "make dev      install, then run Nudgeflow (local Kafka + worker + web)"
-	@echo "make test     install, then run the whole test suite"
-	@echo "make install  system packages, .venv, Kafka jars"
-	@echo "make lint     ruff + mypy + import contracts (lint-imports)"
+	@echo "make dev          install what running needs, then run Nudgeflow (Kafka + worker + web)"
+	@echo "make test         install what the tests need too, then run the whole test suite"
+	@echo "make install-run  the tools to run, .venv with the project, Kafka jars"
+	@echo "make install      that, plus the test-only system packages and the dev extras"
+	@echo "make lint         ruff + mypy + import contracts (lint-imports)"
 
-install: system-deps $(VENV)/.installed kafka-jars
+install-run: system-deps $(VENV)/.installed kafka-jars
+
+install: install-run test-system-deps $(VENV)/.installed-dev
 
 system-deps:
-	@scripts/apt-install $(strip $(APT_TOOLS) $(APT_PACKAGES))
+	@scripts/apt-install $(strip $(APT_TOOLS))
+
+test-system-deps:
+	@scripts/apt-install $(strip $(APT_PACKAGES))
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
 
@@ -47,7 +60,7 @@ kafka-jars: $(VENV)/.installed
 test: install
 	$(BIN)/pytest $(PYTEST_FLAGS)
 
-dev: install
+dev: install-run
 	$(BIN)/nudgeflow dev
 
 lint: install

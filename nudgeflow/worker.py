@@ -16,6 +16,7 @@ from typing import Any
 
 import faust
 from mode import Service
+from mode.utils.logging import level_number
 
 from nudgeflow.agents import deliver, evaluate, timers
 from nudgeflow.analytics.service import Analytics
@@ -79,19 +80,26 @@ class Worker(faust.Worker):
         await super().on_stop()
 
 
-def run(parts: WorkerParts, *, extra: Sequence[Service] = (), loglevel: str | None = None) -> None:
-    """Create the topics, then run until SIGINT/SIGTERM. Blocks; Faust owns the event loop."""
+def run(
+    parts: WorkerParts,
+    *,
+    extra: Sequence[Service] = (),
+    loglevel: str | None = None,
+    levels: Mapping[str, str] | None = None,
+) -> None:
+    """Create the topics, then run until SIGINT/SIGTERM. Blocks; Faust owns the event loop.
+
+    `levels` sets single loggers apart from `loglevel` (`nudgeflow dev` keeps the
+    libraries at warning while its own lines show at info)."""
     rt = parts.rt
     provision(rt)
     level = loglevel or rt.settings.log_level
+    config = logs.logging_config(
+        level, rt.settings.log_format, logs.secrets_of(rt.config, rt.settings)
+    )
+    for name, named_level in (levels or {}).items():
+        config["loggers"][name] = {"level": level_number(named_level)}
     worker = Worker(
-        rt,
-        parts.web,
-        *extra,
-        loglevel=level,
-        logging_config=logs.logging_config(
-            level, rt.settings.log_format, logs.secrets_of(rt.config, rt.settings)
-        ),
-        redirect_stdouts=False,
+        rt, parts.web, *extra, loglevel=level, logging_config=config, redirect_stdouts=False
     )
     worker.execute_from_commandline()

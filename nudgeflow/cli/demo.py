@@ -12,7 +12,6 @@ events to the worker's own HTTP API exactly as a shop would:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -77,11 +76,24 @@ class DemoTraffic(Service):
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         super().__init__(**kwargs)
 
+    async def _until_ready(self, session: aiohttp.ClientSession) -> None:
+        """Post nothing before the worker says it is ready (partitions assigned, tables
+        recovered): a first cycle posted into a start-up would only get 503s."""
+        ready_url = self.events_url.rsplit("/", 1)[0] + "/ready"
+        while not self.should_stop:
+            try:
+                async with session.get(ready_url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass  # the web server is not listening yet
+            await self.sleep(0.5)
+
     @Service.task
     async def _cycle(self) -> None:
-        await asyncio.sleep(3.0)  # let the worker take its partitions
         cycle = 0
         async with aiohttp.ClientSession() as session:
+            await self._until_ready(session)
             while not self.should_stop:
                 events = story(cycle, int(time.time() * 1000))
                 try:
@@ -89,7 +101,7 @@ class DemoTraffic(Service):
                         self.events_url, json=events, headers=self.headers
                     ) as resp:
                         body = await resp.text()
-                        log.warning(
+                        log.info(
                             "demo traffic: cycle %d posted %d events -> %d %s",
                             cycle,
                             len(events),
@@ -97,6 +109,6 @@ class DemoTraffic(Service):
                             body,
                         )
                 except aiohttp.ClientError as exc:
-                    log.warning("demo traffic: worker not reachable yet (%s)", exc)
+                    log.info("demo traffic: worker not reachable yet (%s)", exc)
                 cycle += 1
                 await self.sleep(self.every_s)

@@ -52,6 +52,37 @@ def _port_or_free(port: int) -> int:
     return port
 
 
+# Delivery, the demo traffic and the receiver at info; the libraries' info lines, and our
+# plumbing's "Starting..."/"Stopping..." of every service, are start-up chatter a
+# newcomer does not need, so they show from warning up.
+QUIET_LIBRARIES = dict.fromkeys(
+    (
+        "faust",
+        "mode",
+        "aiokafka",
+        "rocksdict",
+        "aiohttp",
+        "nudgeflow.pipeline",
+        "nudgeflow.analytics",
+        "nudgeflow.web",
+    ),
+    "warning",
+)
+
+
+def banner(bootstrap: str, prefix: str, url: str, receiver_port: int) -> str:
+    return (
+        f"\nNudgeflow dev is up.\n"
+        f"  Console         : {url}/\n"
+        f"  Send events     : POST {url}/events   (or WebSocket {url}/ws/events)\n"
+        f"  Health / ready  : {url}/health  {url}/ready\n"
+        f"  Metrics         : {url}/metrics\n"
+        f"  Kafka bootstrap : {bootstrap}  (topics {prefix}.*)\n"
+        f"  Demo receiver   : http://127.0.0.1:{receiver_port}/webhooks\n"
+        f"Ctrl-C stops everything.\n"
+    )
+
+
 def run_dev(
     *, config_path: Path | None, kafka_port: int, web_port: int, data_dir: Path, demo: bool
 ) -> None:
@@ -71,23 +102,14 @@ def run_dev(
                 "broker": kafka.bootstrap,
                 "web_port": web_port,
                 "data_dir": data_dir / "worker",
-                "log_level": "warn",
+                "log_level": "info",
             },
         )
         parts = worker.assemble(config, settings)
         url = f"http://{settings.web_host}:{settings.web_port}"
-        print(
-            f"\nNudgeflow dev is up.\n"
-            f"  Kafka bootstrap : {kafka.bootstrap}  (topics {settings.topic_prefix}.*)\n"
-            f"  Send events     : POST {url}/events   (or WebSocket {url}/ws/events)\n"
-            f"  Health / ready  : {url}/health  {url}/ready\n"
-            f"  Metrics         : {url}/metrics\n"
-            f"  Demo receiver   : http://127.0.0.1:{receiver_port}/webhooks\n"
-            f"Ctrl-C stops everything.\n",
-            flush=True,
-        )
+        print(banner(kafka.bootstrap, settings.topic_prefix, url, receiver_port), flush=True)
         services: list[Service] = []
         if demo:
             services += [DemoReceiver(receiver_port, demo_secret), DemoTraffic(url + "/events")]
         with contextlib.suppress(SystemExit):  # Ctrl-C: fall through to stop Kafka
-            worker.run(parts, extra=services, loglevel="warn")
+            worker.run(parts, extra=services, loglevel="info", levels=QUIET_LIBRARIES)

@@ -10,7 +10,10 @@ that was just started has no group coordinator until `__consumer_offsets` exists
 every client that asks meanwhile logs an error (`NotLeaderForPartitionError`,
 `GroupCoordinatorNotAvailableError`) and retries. So provisioning returns only once
 every partition has a leader and the group has a coordinator (or after
-`READY_TIMEOUT_S`, with a warning): a healthy start logs no error.
+`READY_TIMEOUT_S`, with a warning). The broker's metadata can name a leader a moment
+before that leader serves offsets, and a second worker starting beside the first sees
+the same; those retried client errors are logged at debug for the first
+`STARTUP_NOISE_S` (`quiet_startup_noise`): a healthy start logs no error.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +41,46 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 60.0
 _POLL_S = 0.2
+STARTUP_NOISE_S = 120.0
+# What aiokafka logs, and retries, while new partitions and the group settle.
+_TRANSIENT = (
+    "NotLeaderForPartitionError",
+    "GroupCoordinatorNotAvailableError",
+    "NotCoordinatorForGroupError",
+    "LeaderNotAvailableError",
+)
+_NOISY_LOGGERS = (
+    "aiokafka.consumer.fetcher",
+    "aiokafka.consumer.group_coordinator",
+    "aiokafka.producer.sender",
+    "aiokafka.cluster",
+)
+
+
+class _StartupNoise(logging.Filter):
+    """Relabels aiokafka's retried start-up errors as debug until `until` (monotonic)."""
+
+    def __init__(self, until: float) -> None:
+        super().__init__()
+        self.until = until
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and time.monotonic() < self.until:
+            message = record.getMessage()
+            if any(name in message for name in _TRANSIENT):
+                record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def quiet_startup_noise(window_s: float = STARTUP_NOISE_S) -> None:
+    """Install the filter on the client loggers that raise the noise (a filter on a
+    logger applies to records created there, so on each one, not on `aiokafka`)."""
+    noise = _StartupNoise(time.monotonic() + window_s)
+    for name in _NOISY_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, _StartupNoise)]:
+            logger.removeFilter(old)
+        logger.addFilter(noise)
 
 
 def topic_names(
@@ -137,6 +181,7 @@ def changelog_topics(app: faust.App) -> list[str]:
 
 def provision(rt: Runtime) -> None:
     """Create the topics (one retry topic per delay of the retry schedule) and changelogs."""
+    quiet_startup_noise()
     retry_tiers = len(rt.config.delivery.retry_schedule)
     destinations = list(rt.config.destinations) if "deliver" in rt.settings.roles else []
     asyncio.run(ensure_topics(rt.settings, retry_tiers, changelog_topics(rt.app), destinations))
