@@ -3,6 +3,9 @@
 For every source record (an event, a re-keyed event, a tick) the evaluate agent goes
 through these steps, in this order, per partition:
 
+0. **Encode.** The engine step is encoded whole, its records and the new state, before
+   anything is sent (agents/plan.py): a step that cannot be stored fails here and
+   leaves no record behind, so a decision never describes a state that was not written.
 1. **Hold.** Sending a trigger record puts a *hold* on the user's partition
    (`hold_until(ack)`): every changelog write queued after it (the state that says
    "fired", its timer-index changes, and anything later in that partition, which keeps
