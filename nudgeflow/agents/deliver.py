@@ -64,7 +64,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 1000
-SWEEP_PER_RECORD = 4  # expired marks removed per settled record: more than are added
+# Expired dedupe marks: each partition is swept at most every SWEEP_EVERY_S, up to
+# SWEEP_LIMIT marks at a time (tables/delivered.py): far more than a partition settles.
+SWEEP_EVERY_S = 0.5
+SWEEP_LIMIT = 500
 
 
 class Deliverer:
@@ -80,7 +83,7 @@ class Deliverer:
         self.outbox = Outbox(rt)
         self.table = rt.delivered
         self.flights = Flights(max_in_flight)
-        self.sweeper = Sweeper()
+        self.sweeper = Sweeper(SWEEP_EVERY_S)
         self.taken: dict[TP, int] = {}  # wait-topic partition -> next offset to take
         self._inflight: set[bytes] = set()
         timeouts = [d.timeout for d in rt.config.destinations.values()]
@@ -188,7 +191,7 @@ class Deliverer:
         event = current_event()
         if event is not None:
             partition = event.message.partition
-            self.sweeper.sweep(self.table, partition, now_ms(), SWEEP_PER_RECORD)
+            self.sweeper.sweep(self.table, partition, now_ms(), SWEEP_LIMIT)
 
     # -- rebalances, shutdown, metrics ------------------------------------------------
 

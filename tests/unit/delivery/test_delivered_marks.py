@@ -71,3 +71,13 @@ def test_a_reopened_partition_is_scanned_from_the_start(tmp_path: Path) -> None:
     t.db[b"b|d"] = DELIVERED
     assert sweeper.sweep(t, 0, now_ms=100, limit=5) == 1
     assert t.stored() == []
+
+
+def test_a_partition_is_scanned_at_most_every_so_often(tmp_path: Path) -> None:
+    t = OneDbTable(tmp_path / "db")
+    for n in range(3):
+        delivered.mark(t, f"{n}|d".encode(), DELIVERED, now_ms=0, ttl_ms=100)
+    sweeper = Sweeper(every_s=1.0)
+    assert sweeper.sweep(t, 0, now_ms=1_000, limit=1) == 1
+    assert sweeper.sweep(t, 0, now_ms=1_999, limit=1) == 0  # scanned 0.999 s ago
+    assert sweeper.sweep(t, 0, now_ms=2_000, limit=5) == 2
