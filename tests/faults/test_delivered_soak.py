@@ -31,6 +31,9 @@ from tests.fixtures.receivers import Receiver
 
 WEBHOOKS = int(os.environ.get("NUDGEFLOW_SOAK_WEBHOOKS", "0"))
 RATE = int(os.environ.get("NUDGEFLOW_SOAK_WEBHOOK_RATE", "500"))
+# Triggers are unique; their users repeat (as real traffic does), so the per-user
+# timeline the deliver agent also writes stays a fixed size and only `delivered` churns.
+USERS = int(os.environ.get("NUDGEFLOW_SOAK_USERS", "1000"))
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 DELIVERY = {
     "retry_schedule": ["1s"],
@@ -77,7 +80,7 @@ async def feed(bootstrap: str, topic: str, sent: list[int]) -> None:
     while n < WEBHOOKS:
         batch = []
         for _ in range(min(RATE, WEBHOOKS - n)):
-            t = factories.trigger(f"soak-{n}", user_id=f"u{n}", destinations=["hook"])
+            t = factories.trigger(f"soak-{n}", user_id=f"u{n % USERS}", destinations=["hook"])
             batch.append(Record(value=msgspec.json.encode(t), key=t.user_id.encode()))
             n += 1
         await produce(bootstrap, topic, batch)
