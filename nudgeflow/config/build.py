@@ -11,8 +11,8 @@ import logging
 import os
 
 from nudgeflow.config.loader import NudgeflowConfig
-from nudgeflow.engine.budget import DEFAULT_BUDGET, Budget
 from nudgeflow.engine.core import Engine
+from nudgeflow.engine.sandbox.budget import DEFAULT_BUDGET, Budget
 from nudgeflow.engine.templates import Templates
 
 log = logging.getLogger(__name__)

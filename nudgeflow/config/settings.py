@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from nudgeflow.engine.budget import Budget
 from nudgeflow.engine.durations import parse_duration
+from nudgeflow.engine.sandbox.budget import Budget
 from nudgeflow.events.parse import EventLimits
 
 

@@ -19,7 +19,7 @@ Names are looked up in a *scope*: anything with `get(name, default)` and
 `call(name, args)`, so the engine can hand out `cart` or `count(...)`
 lazily instead of building a context dict per evaluation.
 
-With a budgeted environment (budget.py) the closures keep its budget checks:
+With a budgeted environment (sandbox/environment.py) the closures keep its budget checks:
 intercepted operators go through `env.call_binop`, `~` through the checked
 concatenation and list/tuple/dict displays through the container check, exactly
 as the budgeted code generator does for templates; the caller runs them under a
@@ -39,7 +39,8 @@ from jinja2.runtime import missing, new_context, str_join
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import _PassArg
 
-from nudgeflow.engine.budget import BudgetedSandbox, budget_concat, budget_container
+from nudgeflow.engine.sandbox.codegen import budget_concat, budget_container
+from nudgeflow.engine.sandbox.environment import BudgetedSandbox
 
 
 class Scope(Protocol):

@@ -13,10 +13,10 @@ same sandbox operations, no per-call template context); Jinja's own compiled
 expression is kept for anything that compiler does not cover.
 
 Every evaluation that can do costly work (operators that build values, `~`,
-filters, list/dict displays) runs under a `Budget` (budget.py), so
+filters, list/dict displays) runs under a `Budget` (sandbox/budget.py), so
 `(((10**64)**64)**64)**64 > 0` is false within microseconds with the reason
 "budget exceeded: int_bits > 4096 (...)" instead of stalling the worker for
-25 s; `budget.limit_of(reason)` names the limit. Expressions made only of names,
+25 s; `sandbox.budget.limit_of(reason)` names the limit. Expressions made only of names,
 attributes, comparisons, `and`/`or`/`not`, tests, `-`, `/`, `//`, a few string
 filters (`lower`, `upper`, `trim`, ...) and `count`/`sum` cannot build anything
 big and skip the meter.
@@ -33,16 +33,12 @@ from jinja2.exceptions import TemplateError
 from jinja2.parser import Parser
 from jinja2.runtime import missing, new_context
 
-from nudgeflow.engine.budget import (
-    DEFAULT_BUDGET,
-    Budget,
-    BudgetedSandbox,
-    BudgetExceeded,
-    light_values,
-    run_metered,
-)
 from nudgeflow.engine.durations import DurationError, parse_duration
 from nudgeflow.engine.expression_compiler import Compiled, Unsupported, compile_tree
+from nudgeflow.engine.sandbox.budget import DEFAULT_BUDGET, Budget, BudgetExceeded
+from nudgeflow.engine.sandbox.environment import BudgetedSandbox
+from nudgeflow.engine.sandbox.light import light_values
+from nudgeflow.engine.sandbox.meter import run_metered
 
 NAMES = frozenset({"user", "cart", "event", "now", "count", "sum"})
 _SIGNATURES = {"count": ("type", "window"), "sum": ("type", "property", "window")}

@@ -1,4 +1,4 @@
-"""Sandboxed Jinja2 message rendering: personalization, money/date filters, discount codes.
+"""Sandboxed Jinja2 message rendering: personalization, discount codes, image URLs.
 
 Templates are operator-authored but render user-supplied data, and a typo must fail at
 start (``Templates.check`` against ``SAMPLE_CONTEXT``), not at the 3 a.m. send. Every
@@ -11,21 +11,20 @@ values); ``render`` returns the text either way, ``render_json`` the parsed valu
 Optional traits work with ``{{ user.first_name | default('there') }}`` or
 ``{% if user.vip is defined %}``; a bare missing name is an error (StrictUndefined).
 
-Every render runs under a `Budget` (budget.py: loop iterations, string/list/int sizes, output
-length, wall time); going over it is a TemplateError whose reason names the limit
+The `money`, `date` and `datetime` filters are formats.py's. Every render runs under a
+`Budget` (sandbox/budget.py: loop iterations, string/list/int sizes, output length, wall
+time); going over it is a TemplateError whose reason names the limit
 ("budget exceeded: loop_iterations > 100000") and whose `limit` is that Budget field, so one
 hostile or buggy template costs one suppressed send, never the worker.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 import json
 import re
 from collections.abc import Callable, Mapping
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -33,15 +32,10 @@ from urllib.parse import urlencode
 import jinja2
 from jinja2 import ChoiceLoader, FileSystemLoader, FunctionLoader, StrictUndefined
 
-from nudgeflow.engine.budget import (
-    DEFAULT_BUDGET,
-    OUTPUT_LENGTH,
-    Budget,
-    BudgetedSandbox,
-    BudgetExceeded,
-    run_metered,
-)
-from nudgeflow.engine.limits import zone_for
+from nudgeflow.engine.formats import format_date, format_datetime, money_filter
+from nudgeflow.engine.sandbox.budget import DEFAULT_BUDGET, OUTPUT_LENGTH, Budget, BudgetExceeded
+from nudgeflow.engine.sandbox.environment import BudgetedSandbox
+from nudgeflow.engine.sandbox.meter import run_metered
 
 JSON_SUFFIX = ".json.j2"
 
@@ -89,84 +83,6 @@ class TemplateError(Exception):
         self.line = line
         self.reason = message
         self.limit = limit
-
-
-# --- money --------------------------------------------------------------------------------
-
-# symbol, decimals; anything else renders as "1,234.50 SEK"
-_CURRENCIES: dict[str, tuple[str, int]] = {
-    "USD": ("$", 2),
-    "EUR": ("€", 2),
-    "GBP": ("£", 2),
-    "JPY": ("¥", 0),
-    "CNY": ("CN¥", 2),
-    "KRW": ("₩", 0),
-    "INR": ("₹", 2),
-    "CAD": ("CA$", 2),
-    "AUD": ("A$", 2),
-    "NZD": ("NZ$", 2),
-    "BRL": ("R$", 2),
-    "MXN": ("MX$", 2),
-    "CHF": ("CHF ", 2),
-    "BHD": ("", 3),
-    "KWD": ("", 3),
-}
-
-
-def format_money(value: Any, currency: str | None = "USD") -> str:
-    """`59.9, "USD"` -> "$59.90"; JPY has no minor unit ("¥1,200"); unknown codes trail."""
-    if isinstance(value, bool):
-        raise TypeError("money expects a number, got a boolean")
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation as exc:
-        raise ValueError(f"money expects a number, got {value!r}") from exc
-    if not amount.is_finite():
-        raise ValueError(f"money expects a finite number, got {value!r}")
-    code = (currency or "USD").upper()
-    symbol, decimals = _CURRENCIES.get(code, ("", 2))
-    rounded = amount.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
-    digits = f"{abs(rounded):,.{decimals}f}"
-    sign = "-" if rounded < 0 else ""
-    if code in _CURRENCIES and symbol:
-        return f"{sign}{symbol}{digits}"
-    return f"{sign}{digits} {code}"
-
-
-@jinja2.pass_context
-def _money_filter(context: jinja2.runtime.Context, value: Any, currency: str | None = None) -> str:
-    if currency is None:
-        cart = context.get("cart")
-        currency = cart.get("currency") if isinstance(cart, Mapping) else None
-    return format_money(value, currency)
-
-
-# --- dates --------------------------------------------------------------------------------
-
-
-def parse_instant(value: Any) -> dt.datetime:
-    """ISO 8601 string (``Z`` allowed, naive means UTC), epoch ms, or datetime -> aware."""
-    if isinstance(value, dt.datetime):
-        instant = value
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        instant = dt.datetime.fromtimestamp(value / 1000, dt.UTC)
-    elif isinstance(value, str):
-        instant = dt.datetime.fromisoformat(value.strip())
-    else:
-        raise TypeError(f"expected an ISO 8601 time or epoch ms, got {value!r}")
-    return instant if instant.tzinfo else instant.replace(tzinfo=dt.UTC)
-
-
-def format_datetime(value: Any, fmt: str = "%Y-%m-%d %H:%M", tz: str | None = None) -> str:
-    """strftime of an instant, shown in `tz` (IANA; unknown -> UTC) or as given."""
-    instant = parse_instant(value)
-    if tz is not None:
-        instant = instant.astimezone(zone_for(tz))
-    return instant.strftime(fmt)
-
-
-def format_date(value: Any, fmt: str = "%Y-%m-%d", tz: str | None = None) -> str:
-    return format_datetime(value, fmt, tz)
 
 
 # --- discount codes -----------------------------------------------------------------------
@@ -226,8 +142,8 @@ def image_url(base: str, **params: Any) -> str:
 
 
 class _Sandbox(BudgetedSandbox):
-    """The budgeted immutable sandbox (budget.py), with mapping keys winning over method
-    names."""
+    """The budgeted immutable sandbox (sandbox/environment.py), with mapping keys winning
+    over method names."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """Keys before attributes for mappings, so `cart.items` is the cart's items, not
@@ -274,7 +190,7 @@ class Templates:
             keep_trailing_newline=True,
         )
         light: dict[str, Callable[..., Any]] = {
-            "money": _money_filter,
+            "money": money_filter,
             "date": format_date,
             "datetime": format_datetime,
         }
@@ -283,7 +199,7 @@ class Templates:
         self._env.light_globals = frozenset({"discount_code"})  # a fixed-size result
         self._compiled: dict[str, jinja2.Template] = {}
         self._globals: dict[str, dict[str, Any]] = {}  # per template, flattened once
-        self._light: dict[str, bool] = {}  # per template: renders with no meter (budget.py)
+        self._light: dict[str, bool] = {}  # per template: renders with no meter (sandbox/light.py)
 
     def _inline_source(self, name: str) -> tuple[str, str, Callable[[], bool]] | None:
         source = self._inline.get(name)
@@ -317,7 +233,7 @@ class Templates:
         return cached
 
     def _is_light(self, name: str) -> bool:
-        """Whether `name` can render without a meter (budget.is_light); parsed again, once.
+        """Whether `name` can render without a meter (sandbox/light.py); parsed again, once.
         Anything unexpected means metered, which is always safe."""
         loader = self._env.loader
         try:
@@ -405,7 +321,7 @@ def _render_light(
     budget: Budget,
 ) -> str:
     """`_render` for a light template: no meter, the output checked once it is joined
-    (a light template's output is bounded by construction; see budget.is_light)."""
+    (a light template's output is bounded by construction; see sandbox/light.py)."""
     ctx = template.new_context({**template_globals, **context}, shared=True)
     try:
         text = "".join(template.root_render_func(ctx))

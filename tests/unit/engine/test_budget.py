@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
-from nudgeflow.engine.budget import (
+from nudgeflow.engine.expressions import compile_expression
+from nudgeflow.engine.sandbox.budget import (
     DEFAULT_BUDGET,
     Budget,
-    BudgetedSandbox,
     BudgetExceeded,
     Unmetered,
     limit_of,
 )
-from nudgeflow.engine.expressions import compile_expression
+from nudgeflow.engine.sandbox.environment import BudgetedSandbox
 from nudgeflow.engine.templates import SAMPLE_CONTEXT, TemplateError, Templates
 
 SECRET = b"test-secret"

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from nudgeflow.engine.formats import format_money
 from nudgeflow.engine.templates import (
     SAMPLE_CONTEXT,
     TemplateError,
     Templates,
-    format_money,
     image_url,
     make_discount_code,
     verify_discount_code,
