@@ -89,6 +89,51 @@ class WorkerSettings(BaseModel):
     render_built_chars: int = Field(10_000_000, ge=1, description="chars built over one render")
     render_wall_time_ms: int = Field(250, ge=1, description="wall time of one render")
 
+    # The web server against slow and many clients (web/connections.py, issue 21.3).
+    http_idle_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="A connection that has not sent a complete request's headers within "
+        "this (from connect, or from the last response: keep-alive idle) is closed",
+    )
+    http_body_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Time to read a request body; past it a 408"
+    )
+    http_max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Connections served in total; beyond, and beyond "
+        "http_max_connections_per_client, a request gets 503 + Retry-After "
+        "(/health and /ready are still answered)",
+    )
+    http_max_connections_per_client: int = Field(100, ge=1, description="per client address")
+    http_fd_reserve: int = Field(
+        256,
+        ge=16,
+        description="File descriptors the web server never takes, for Kafka, RocksDB and "
+        "the webhook client: connections stay below RLIMIT_NOFILE - reserve - listen backlog",
+    )
+    allowed_origins: list[str] = Field(
+        [],
+        description="Browser origins (scheme://host[:port]) allowed to call the API, with "
+        "CORS on POST /events and /v1/*; the worker's own console origin is always allowed",
+    )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, v: list[str]) -> list[str]:
+        """`scheme://host[:port]` as a browser sends it in `Origin`: no path, no slash."""
+        out = []
+        for origin in (o.strip() for o in v):
+            scheme, sep, rest = origin.partition("://")
+            if scheme.lower() not in ("http", "https") or not sep or not rest:
+                raise ValueError(f"an origin is http(s)://host[:port], got {origin!r}")
+            if any(c in rest for c in "/?#@ "):
+                raise ValueError(f"an origin has no path, query or user: {origin!r}")
+            out.append(origin.lower())
+        return out
+
     @property
     def group_id(self) -> str:
         return self.app_id or self.topic_prefix

@@ -327,3 +327,27 @@ handling_offloaded = Counter(
     "again in a thread, under handling_budget_s",
     registry=REGISTRY,
 )
+# -- the web server against slow and many clients, and foreign origins (issue 21.3/21.6) --
+http_connections = Gauge(
+    "nudgeflow_http_connections",
+    "Open connections to the web server: admitted, or over a cap (served /health and /ready only)",
+    ["kind"],
+    registry=REGISTRY,
+)
+http_connections_refused = Counter(
+    "nudgeflow_http_connections_refused",
+    "Requests or connections refused by a connection cap: per_client, total, or "
+    "fd_ceiling (connection closed, or evicted to make room)",
+    ["reason"],
+    registry=REGISTRY,
+)
+http_accept_errors = Counter(
+    "nudgeflow_http_accept_errors",
+    "socket.accept() failures for lack of file descriptors or memory (logged rate-limited)",
+    registry=REGISTRY,
+)
+http_origin_refused = Counter(
+    "nudgeflow_http_origin_refused",
+    "Browser requests refused because their Origin is not allowed",
+    registry=REGISTRY,
+)

@@ -13,6 +13,7 @@ by aiohttp, and the size limit applies to the inflated bytes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -56,6 +57,7 @@ class IngestOptions:
     max_batch: int = 1000
     limits: EventLimits = field(default_factory=EventLimits)
     clock: Callable[[], int] = wall_clock_ms
+    body_timeout_s: float = 30.0  # a body trickled in slower than this gets a 408
 
 
 class _BodyTooLarge(Exception):
@@ -220,7 +222,18 @@ class _IngestViews:
                 code="unsupported_media_type",
             )
         try:
-            return await _read_limited(request, self.options.max_body_bytes)
+            async with asyncio.timeout(self.options.body_timeout_s):
+                return await _read_limited(request, self.options.max_body_bytes)
+        except TimeoutError:
+            metrics.events_received.labels(source=source).inc()
+            metrics.events_rejected.labels(source=source, reason="body_timeout").inc()
+            refused = json_error(
+                408,
+                f"the body did not arrive within {self.options.body_timeout_s:g} s",
+                code="body_timeout",
+            )
+            refused.force_close()
+            return refused
         except _BodyTooLarge:
             metrics.events_received.labels(source=source).inc()
             metrics.events_rejected.labels(source=source, reason="too_large").inc()

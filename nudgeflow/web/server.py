@@ -7,6 +7,7 @@ readiness, Prometheus metrics, and the admin/user views.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from nudgeflow.analytics.service import Analytics
 from nudgeflow.observability import metrics
 from nudgeflow.pipeline import probes
+from nudgeflow.web.accept_errors import AcceptErrorLog
+from nudgeflow.web.connections import (
+    ACCEPT_BATCH,
+    ConnectionGuard,
+    ConnectionLimits,
+    GuardedSite,
+    fd_ceiling,
+    gate,
+)
 from nudgeflow.web.console import add_console_routes
 from nudgeflow.web.errors import json_errors
 from nudgeflow.web.experiments import add_experiment_routes
@@ -32,6 +42,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime")
+GUARD_KEY: web.AppKey[ConnectionGuard] = web.AppKey("connection_guard")
+# After answering a request whose body it did not read (a 401, a 408 for a slow body),
+# aiohttp reads what is left for this long before closing (its default, 10 s, lets a
+# trickling client keep the connection that much longer).
+LINGERING_S = 2.0
 
 
 def readiness(rt: Runtime) -> tuple[bool, str]:
@@ -69,10 +84,36 @@ async def prometheus(request: web.Request) -> web.Response:
     )
 
 
+def connection_guard(rt: Runtime) -> ConnectionGuard:
+    """The caps from the settings, under the ceiling this process's RLIMIT_NOFILE allows."""
+    s = rt.settings
+    ceiling, nofile = fd_ceiling(s.http_fd_reserve, ACCEPT_BATCH)
+    limits = ConnectionLimits(
+        max_total=min(s.http_max_connections, ceiling),
+        max_per_client=s.http_max_connections_per_client,
+        ceiling=ceiling,
+    )
+    log.info(
+        "web connections: %d admitted (%d per client address), at most %d open "
+        "(RLIMIT_NOFILE %s - reserve %d - accept batch %d)",
+        limits.max_total,
+        limits.max_per_client,
+        ceiling,
+        nofile if nofile is not None else "unlimited",
+        s.http_fd_reserve,
+        ACCEPT_BATCH,
+    )
+    return ConnectionGuard(limits)
+
+
 def build_web_app(rt: Runtime, analytics: Analytics) -> web.Application:
     s = rt.settings
-    app = web.Application(client_max_size=s.max_body_bytes + 64 * 1024, middlewares=[json_errors])
+    guard = connection_guard(rt)
+    app = web.Application(
+        client_max_size=s.max_body_bytes + 64 * 1024, middlewares=[gate(guard), json_errors]
+    )
     app[RUNTIME_KEY] = rt
+    app[GUARD_KEY] = guard
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", prometheus)
@@ -82,6 +123,7 @@ def build_web_app(rt: Runtime, analytics: Analytics) -> web.Application:
         max_body_bytes=s.max_body_bytes,
         max_batch=s.max_batch,
         limits=s.event_limits(),
+        body_timeout_s=s.http_body_timeout_s,
     )
     add_ingest_routes(app, KafkaEventSink(rt.sender, rt.topics.events), options)
     add_user_routes(app, rt, options.api_token)
@@ -98,6 +140,7 @@ class WebServer(Service):
         self.rt = rt
         self.analytics = analytics
         self._runner: web.AppRunner | None = None
+        self._accept_log = AcceptErrorLog()
         probes.install(rt)  # sources of what /metrics exports; before the app starts
         super().__init__(**kwargs)
 
@@ -106,12 +149,23 @@ class WebServer(Service):
         return [self.analytics]
 
     async def on_start(self) -> None:
-        self._runner = web.AppRunner(build_web_app(self.rt, self.analytics), access_log=None)
+        """aiohttp's keep-alive timeout is the header deadline and the idle timeout; every
+        connection goes through the guard (web/connections.py)."""
+        s = self.rt.settings
+        app = build_web_app(self.rt, self.analytics)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            keepalive_timeout=s.http_idle_timeout_s,
+            lingering_time=LINGERING_S,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.rt.settings.web_host, self.rt.settings.web_port)
+        self._accept_log.install(asyncio.get_running_loop())
+        site = GuardedSite(self._runner, s.web_host, s.web_port, app[GUARD_KEY])
         await site.start()
-        log.info("web server on http://%s:%d", self.rt.settings.web_host, self.rt.settings.web_port)
+        log.info("web server on http://%s:%d", s.web_host, s.web_port)
 
     async def on_stop(self) -> None:
+        self._accept_log.uninstall(asyncio.get_running_loop())
         if self._runner is not None:
             await self._runner.cleanup()
