@@ -4,10 +4,12 @@ A call succeeds (202 `{"accepted": N}`) only after the sink reports that Kafka
 acknowledged every event; a bad event refuses the whole body (400, or 413 for
 size) with one entry per bad index and field, so nothing is half-accepted.
 
-Bodies: `application/json`, `application/*+json` and `text/plain` (what
-analytics.js sends) are read as JSON, as is a body without a Content-Type
-(which aiohttp reports as `application/octet-stream`); anything else, e.g. a
-form post, is 415. `Content-Encoding: gzip`/`deflate` bodies are inflated
+Bodies: `application/json` and `application/*+json` are read as JSON, as is a
+body without a Content-Type (which aiohttp reports as `application/octet-stream`);
+the Segment routes also read `text/plain` (what analytics.js sends, from a page
+that must be on an allowed origin: web/origins.py); anything else, e.g. a form
+post or `text/plain` on `POST /events` (what a foreign page could send without a
+preflight), is 415. `Content-Encoding: gzip`/`deflate` bodies are inflated
 by aiohttp, and the size limit applies to the inflated bytes.
 """
 
@@ -41,7 +43,8 @@ log = logging.getLogger(__name__)
 
 UNAVAILABLE = "event store unavailable, retry later"
 RETRY_AFTER_S = "5"
-_JSON_TYPES = frozenset({"application/json", "text/plain", "application/octet-stream"})
+_JSON_TYPES = frozenset({"application/json", "application/octet-stream"})
+_SEGMENT_TYPES = _JSON_TYPES | {"text/plain"}
 _decode_json = msgspec.json.Decoder()
 
 
@@ -213,7 +216,8 @@ class _IngestViews:
     # -- shared -----------------------------------------------------------------------
 
     async def _read_body(self, request: web.Request, source: str) -> bytes | web.Response:
-        if request.content_type not in _JSON_TYPES and not request.content_type.endswith("+json"):
+        types = _SEGMENT_TYPES if source == "segment" else _JSON_TYPES
+        if request.content_type not in types and not request.content_type.endswith("+json"):
             metrics.events_received.labels(source=source).inc()
             metrics.events_rejected.labels(source=source, reason="unsupported_media_type").inc()
             return json_error(

@@ -33,6 +33,7 @@ from nudgeflow.web.errors import json_errors
 from nudgeflow.web.experiments import add_experiment_routes
 from nudgeflow.web.ingest import IngestOptions, add_ingest_routes
 from nudgeflow.web.openapi import openapi_view
+from nudgeflow.web.origins import OriginPolicy, origin_guard
 from nudgeflow.web.sink import KafkaEventSink
 from nudgeflow.web.users import add_user_routes
 
@@ -109,8 +110,12 @@ def connection_guard(rt: Runtime) -> ConnectionGuard:
 def build_web_app(rt: Runtime, analytics: Analytics) -> web.Application:
     s = rt.settings
     guard = connection_guard(rt)
+    origins = OriginPolicy.of(
+        s.allowed_origins, [s.advertised_url, f"http://{s.web_host}:{s.web_port}"]
+    )
     app = web.Application(
-        client_max_size=s.max_body_bytes + 64 * 1024, middlewares=[gate(guard), json_errors]
+        client_max_size=s.max_body_bytes + 64 * 1024,
+        middlewares=[gate(guard), origin_guard(origins), json_errors],
     )
     app[RUNTIME_KEY] = rt
     app[GUARD_KEY] = guard
