@@ -123,12 +123,6 @@ async def test_on_kafka_they_go_to_the_dlq_with_the_reason_before_any_decision(
         assert headers["nudgeflow-field"].decode() == field, headers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agents/router.py `rekeyed` does the check; agents/evaluate.py (not this change's "
-    "file) still calls decode_event on events.by-user records: route them through "
-    "router.rekeyed and dead-letter a Reject, then drop this mark",
-)
 async def test_a_by_user_record_whose_user_differs_from_its_key_is_dead_lettered(
     pair: Pair,
 ) -> None:
