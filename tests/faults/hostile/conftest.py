@@ -10,9 +10,8 @@ test serves its "partner" page; every other origin is foreign.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,9 @@ from yarl import URL
 
 from tests.faults.conftest import group_assignment, partition_of
 from tests.fixtures.workers import WorkerProcess, free_port
+from tests.integration.audit.conftest import eventually
+
+__all__ = ["ALLOWED_ORIGIN", "ALLOWED_PORT", "Pair", "eventually", "get_raw", "hostile_config"]
 
 PARTITIONS = 4
 ALLOWED_PORT = free_port()
@@ -117,20 +119,3 @@ async def get_raw(base: str, raw_path: str, **kw: Any) -> tuple[int, str]:
     timeout = aiohttp.ClientTimeout(total=15)
     async with aiohttp.ClientSession(timeout=timeout) as s, s.get(url, **kw) as resp:
         return resp.status, await resp.text()
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], *, timeout: float = 60.0, every: float = 0.3
-) -> Any:
-    """Poll `check` until it returns a truthy value (AssertionErrors count as not yet)."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = await check()
-            if result:
-                return result
-        except (AssertionError, aiohttp.ClientError, TimeoutError) as exc:
-            last = exc
-        await asyncio.sleep(every)
-    raise AssertionError(f"condition not met after {timeout}s: {last!r}")
