@@ -37,6 +37,8 @@ def test_a_storm_is_one_line_per_period_with_the_count() -> None:
     context = {"message": MESSAGE, "exception": OSError(24, "Too many open files")}
     caught = Lines()
     logger = logging.getLogger("nudgeflow.web.accept_errors")
+    saved = logger.disabled, logger.level  # another test's logging setup may have set them
+    logger.disabled, logger.level = False, logging.WARNING
     logger.addHandler(caught)
     try:
         for _ in range(5000):
@@ -47,6 +49,7 @@ def test_a_storm_is_one_line_per_period_with_the_count() -> None:
     finally:
         loop.close()
         logger.removeHandler(caught)
+        logger.disabled, logger.level = saved
     lines = [r.getMessage() for r in caught.records]
     assert len(lines) == 2, lines
     assert "1 time(s)" in lines[0] and "5000 time(s)" in lines[1]  # counted, not lost
