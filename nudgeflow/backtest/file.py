@@ -49,6 +49,11 @@ def control_variant(experiment: Experiment) -> str | None:
     return "control" if "control" in names else None
 
 
+def funnel_rules(engine: Engine) -> list[str]:
+    """Rules with a per-step funnel in the summary: journeys and rules of several steps."""
+    return [name for name, r in engine.rules.items() if r.flow or len(r.program) > 1]
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
@@ -64,7 +69,7 @@ def backtest_file(
 ) -> dict[str, Any]:
     """Run one backtest; return the summary (the `--json` object)."""
     read = ReadStats()
-    tally = Tally()
+    tally = Tally(funnel_rules(engine))
     started, cpu_started = time.perf_counter(), time.process_time()
     with ActionWriter(out, decisions, conversions) as writer:
 
@@ -104,4 +109,8 @@ def backtest_file(
             for name in dict.fromkeys([*engine.rules, *tally.rules])
         },
         "experiments": experiment_summary(tally, experiments_of(engine)),
+        "funnel": {
+            name: tally.funnel.rule(name, engine.rules[name].program)
+            for name in funnel_rules(engine)
+        },
     }

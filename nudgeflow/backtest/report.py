@@ -8,13 +8,14 @@ this config have done last week" is answered in the live vocabulary.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from nudgeflow.engine.actions import Action, Conversion, Decision, Trigger
+from nudgeflow.engine.funnel import Funnel
 from nudgeflow.engine.stats import VariantCounts, experiment_results
 
 # Decision outcomes counted per rule. "fired" is counted from Trigger records,
@@ -61,10 +62,13 @@ class VariantTally:
 class Tally:
     """Counts per rule and per (rule, variant); feed it every step's actions."""
 
-    def __init__(self) -> None:
+    def __init__(self, funnel_rules: Collection[str] | None = None) -> None:
         self.rules: dict[str, RuleTally] = {}
         self.variants: dict[tuple[str, str], VariantTally] = {}
         self.triggers = 0
+        self.funnel = Funnel()  # per rule and step (engine/funnel.py) ...
+        # ... of these rules (None: all); a one-step rule's funnel is its row above
+        self.funnel_rules = None if funnel_rules is None else frozenset(funnel_rules)
 
     def _rule(self, name: str) -> RuleTally:
         tally = self.rules.get(name)
@@ -81,9 +85,13 @@ class Tally:
 
     def add(self, actions: Iterable[Action]) -> None:
         rules = self.rules
+        funnel = self.funnel
+        counted = self.funnel_rules
         for action in actions:
             if isinstance(action, Decision):  # most actions are decisions: test them first
                 outcome = action.outcome
+                if outcome != "rearmed" and (counted is None or action.rule in counted):
+                    funnel.add_decision(action)  # (rearmed, the commonest, counts for none)
                 if outcome == "fired":
                     continue
                 rule = rules.get(action.rule) or self._rule(action.rule)
@@ -102,6 +110,8 @@ class Tally:
                     rule.sent += 1
                     variant.sent += 1
             elif isinstance(action, Conversion):
+                if counted is None or action.rule in counted:
+                    funnel.add_conversion(action)
                 variant = self._variant(action.rule, action.variant)
                 if action.kind == "conversion":
                     variant.converted += 1
@@ -164,6 +174,9 @@ def render_text(summary: Mapping[str, Any]) -> str:
         )
         suppressed = ", ".join(f"{k} {v:,}" for k, v in rule["suppressed"].items()) or "-"
         lines.append(f"{name:<24}" + "".join(f"{f:>11,}" for f in figures) + f"  {suppressed}")
+    for rule_name, steps in summary.get("funnel", {}).items():
+        if len(steps) > 1:
+            lines += ["", *funnel_lines(rule_name, steps)]
     for rule_name, experiment in summary["experiments"].items():
         lines += ["", f"experiment {rule_name} (control: {experiment['control'] or '-'})"]
         lines.append(
@@ -173,6 +186,24 @@ def render_text(summary: Mapping[str, Any]) -> str:
         for v in experiment["variants"]:
             lines.append(_variant_line(v))
     return "\n".join(lines)
+
+
+def funnel_lines(rule: str, steps: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One rule's per-step funnel as a table (suppressed and exited by reason)."""
+    lines = [
+        f"funnel {rule}",
+        f"  {'step':<16}{'kind':<8}{'entered':>9}{'sent':>8}{'suppr.':>8}{'exited':>8}"
+        f"{'conv.':>7}  reasons",
+    ]
+    for s in steps:
+        reasons = [f"suppressed {k} {v:,}" for k, v in s["suppressed"].items()]
+        reasons += [f"exited {k} {v:,}" for k, v in s["exited"].items()]
+        lines.append(
+            f"  {s['step']!s:<16}{s['kind']:<8}{s['entered']:>9,}{s['sent']:>8,}"
+            f"{sum(s['suppressed'].values()):>8,}{sum(s['exited'].values()):>8,}"
+            f"{s['converted']:>7,}  {', '.join(reasons) or '-'}"
+        )
+    return lines
 
 
 def _pct(value: float | None) -> str:

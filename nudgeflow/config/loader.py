@@ -226,10 +226,10 @@ def _problems(model: ConfigFile, data: Mapping[str, Any], base_dir: Path) -> Ite
         names_seen.add(rule.name)
         for field, message in rule_problems(rule):
             yield f"{label}.{field}: {message}"
-        for i, dest in enumerate(rule.destinations or ()):
+        for field, dest in rule.destination_refs():
             if dest not in model.destinations:
                 known = ", ".join(sorted(model.destinations)) or "none configured"
-                yield f"{label}.destinations[{i}]: unknown destination {dest!r} (known: {known})"
+                yield f"{label}.{field}: unknown destination {dest!r} (known: {known})"
         for field, name in rule.templates():
             if name not in checked:
                 try:

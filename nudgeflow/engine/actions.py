@@ -25,6 +25,14 @@ DecisionOutcome = Literal[
     "suppressed",  # reason: cooldown | cap | quiet_hours | template_error | ...
     "deferred",  # quiet hours with action: defer; fires when the window opens
     "duplicate",  # event_id already applied for this user
+    # journeys (DESIGN §3.1)
+    "not_entered",  # a trigger did not start a run: reason entry | reentry | instance
+    "already_active",  # a trigger for a run that is already active (and no `restart`)
+    "waited",  # an `until` wait ended: reason = the event type, or "timeout"
+    "branched",  # a branch went to detail.to: reason "then" | "else"
+    "split",  # a split assigned a path: reason = the path's name
+    "exited",  # a journey's run ended: reason exit | completed | restarted
+    "evicted",  # a run ended to keep the runs per rule per user within limits.max_runs
 ]
 
 
@@ -40,7 +48,7 @@ class Trigger(msgspec.Struct, kw_only=True, omit_defaults=False):
     rule: str
     user_id: str
     variant: str
-    step: int
+    step: int | str  # the step's label: the series index, or a journey step's name or index
     fired_at: str
     deadline: str
     armed_at: str
@@ -91,6 +99,7 @@ class Conversion(msgspec.Struct, kw_only=True, omit_defaults=True):
     event_type: str
     at: str
     exposed_at: str
+    step: int | str | None = None  # the step whose send it is attributed to
 
 
 Action = Trigger | Decision | Conversion

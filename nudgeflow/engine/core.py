@@ -8,11 +8,16 @@ evaluations use event time, so live and backtest agree (docs/architecture.md).
 decoded state or one they own); it:
 
 1. ignores an event whose `event_id` was already applied (`Step.duplicate`);
-2. fires every armed rule whose deadline <= event.ts, at its deadline;
-3. updates profile, cart and history; attributes opens/clicks/conversions;
-4. per rule interested in the event type: cancel_on disarms; activity pushes an
-   inactivity deadline; a trigger event arms an unarmed rule;
-5. fires what is due at event.ts (rules without delay fire at once).
+2. runs every run whose deadline <= event.ts, at its deadline;
+3. updates profile, cart, history and the best-time histogram; attributes
+   opens/clicks/conversions;
+4. per rule interested in the event type (journey.py, runs.py): exit_on ends runs,
+   activity pushes inactivity waits, awaited events resume `until` waits, and a
+   trigger event starts a run (or is `already_active`, `not_entered`, a restart);
+5. runs what is due at event.ts (steps without a wait run at once).
+
+Each rule is a program of steps (engine/steps.py) and each run walks it; the old
+forms are the one- and n-step cases, with the states and trigger ids they always had.
 """
 
 from __future__ import annotations
@@ -21,11 +26,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from nudgeflow.engine.actions import Action, Conversion, Decision, DecisionOutcome, Scalar
-from nudgeflow.engine.experiments import BanditPosteriors, allocate
-from nudgeflow.engine.firing import DEFAULT_VARIANT, Firer, Renderer
-from nudgeflow.engine.ids import arming_key
-from nudgeflow.engine.rules import Limits, Rule
+from nudgeflow.engine import besttime
+from nudgeflow.engine.actions import Action, Conversion
+from nudgeflow.engine.experiments import BanditPosteriors
+from nudgeflow.engine.expressions import Expression
+from nudgeflow.engine.firing import Firer, Renderer
+from nudgeflow.engine.journey import CONSUMED, ENDED, Journeys, interest
+from nudgeflow.engine.rules import RUN_SEP, Limits, Rule
+from nudgeflow.engine.runs import Starter, rule_of
+from nudgeflow.engine.scope import user_tz
 from nudgeflow.engine.state import (
     CLICKED,
     CONVERTED,
@@ -39,6 +48,7 @@ from nudgeflow.engine.state import (
     record_history,
     remember_id,
 )
+from nudgeflow.engine.steps import Branch, Send
 from nudgeflow.engine.timefmt import iso_utc
 
 if TYPE_CHECKING:
@@ -52,6 +62,7 @@ _ENGAGEMENT: dict[str, tuple[ConversionKind, int]] = {
 }
 _MAX_FIRES_PER_CALL = 10_000  # guards against a pathological re-arm loop
 _UNKNOWN_RANK = (0, 0)  # a rule no longer in the config: priority 0, order 0
+_NONE: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -74,51 +85,60 @@ class Engine:
         self.limits = limits or Limits()
         # firing order among due timers: (deadline, -priority, config order, name)
         self._rank = {r.name: (-r.priority, i) for i, r in enumerate(rules)}
-        self._inactivity_of = {r.name: _inactivity_table(r) for r in rules}
-        self._any_activity = tuple(
-            r for r in rules if r.activity is None and self._may_use_inactivity(r)
-        )
+        self._listens = {r.name: interest(r) for r in rules}
+        self._own_key = {r.name: frozenset({r.name}) for r in rules}
         self._interest: dict[str, tuple[Rule, ...]] = {}
-        # history: which types to remember, with which numeric properties, for how long
-        keep: dict[str, set[str]] = {}
-        horizon = 0
-        for r in rules:
-            if r.when is None:
-                continue
-            for c in r.when.counts:
-                keep.setdefault(c.type, set())
-                horizon = max(horizon, c.window_ms)
-            for s in r.when.sums:
-                keep.setdefault(s.type, set()).add(s.property)
-                horizon = max(horizon, s.window_ms)
-        self._history_keep = {t: frozenset(p) for t, p in keep.items()}
-        self.history_horizon_ms = horizon
+        self._history(rules)
         conv: dict[str, list[Rule]] = {}
         within = 30 * 86_400_000
         for r in rules:
-            exp = r.experiment
-            if exp is not None and exp.conversion_event is not None:
-                conv.setdefault(exp.conversion_event, []).append(r)
-                within = max(within, exp.conversion_within_ms or 0)
+            if r.conversion_event is not None:
+                conv.setdefault(r.conversion_event, []).append(r)
+                within = max(within, r.conversion_within_ms or 0)
         self._conversion_rules = {t: tuple(rs) for t, rs in conv.items()}
+        # `send_at: {best_hour}` anywhere: keep each user's hour-of-week histogram
+        self._best_time = any(
+            isinstance(n.action, Send) and n.action.send_at is not None
+            for r in rules
+            for n in r.program
+        )
+        quiet = self.limits.quiet_hours
+        self._fallback_tz = quiet.fallback_tz if quiet is not None else "UTC"
         # `allocation: bandit` posteriors, learned from this engine's exposures and
         # conversions (per worker; relearned after a restart). Read for GET /experiments.
         self.bandits: dict[str, BanditPosteriors] = {}
-        self._firer = Firer(
-            self.limits, templates, fire_horizon_ms=within, on_exposure=self._exposed
-        )
+        firer = Firer(self.limits, templates, fire_horizon_ms=within, on_exposure=self._exposed)
+        firer.prepare(rules)
+        self.journeys = Journeys(self.rules, firer)
+        self._starter = Starter(self.journeys, self.limits.max_runs, self._bandit)
+
+    def _history(self, rules: Sequence[Rule]) -> None:
+        """Which event types to remember, with which numeric properties, for how long."""
+        keep: dict[str, set[str]] = {}
+        horizon = 0
+        for r in rules:
+            for expr in _expressions(r):
+                for c in expr.counts:
+                    keep.setdefault(c.type, set())
+                    horizon = max(horizon, c.window_ms)
+                for s in expr.sums:
+                    keep.setdefault(s.type, set()).add(s.property)
+                    horizon = max(horizon, s.window_ms)
+        self._history_keep = {t: frozenset(p) for t, p in keep.items()}
+        self.history_horizon_ms = horizon
 
     def _exposed(self, rule: Rule, variant: str) -> None:
         bandit = self.bandits.get(rule.name)
         if bandit is not None:
             self.bandits[rule.name] = bandit.with_exposure(variant)
 
-    @staticmethod
-    def _may_use_inactivity(rule: Rule) -> bool:
-        if rule.inactivity_ms is not None:
-            return True
+    def _bandit(self, rule: Rule) -> BanditPosteriors | None:
         exp = rule.experiment
-        return exp is not None and any(v.inactivity_ms is not None for v in exp.variants)
+        if exp is None or exp.allocation != "bandit":
+            return None
+        return self.bandits.setdefault(
+            rule.name, BanditPosteriors.empty([v.name for v in exp.variants])
+        )
 
     def _interested(self, event_type: str) -> tuple[Rule, ...]:
         rules = self._interest.get(event_type)
@@ -126,10 +146,7 @@ class Engine:
             rules = tuple(
                 r
                 for r in self.rules.values()
-                if event_type in r.triggers
-                or event_type in r.cancel_on
-                or r in self._any_activity
-                or (r.activity is not None and event_type in r.activity)
+                if event_type in self._listens[r.name][0] or self._listens[r.name][1]
             )
             self._interest[event_type] = rules
         return rules
@@ -160,6 +177,8 @@ class Engine:
         keep = self._history_keep.get(etype)
         if keep is not None:
             record_history(state, etype, ts, props, keep, self.history_horizon_ms)
+        if self._best_time and etype in besttime.EVENTS:
+            state.activity = besttime.record(state.activity, ts, user_tz(state), self._fallback_tz)
         if state.fires and (etype in _ENGAGEMENT or etype in self._conversion_rules):
             self._attribute(state, event, actions)
         interested = self._interest.get(etype)
@@ -179,7 +198,7 @@ class Engine:
         return False
 
     def fire_due(self, state: UserState, now_ms: int) -> Step:
-        """Fire every armed rule with deadline <= now, in deadline order (priority ties)."""
+        """Run every run with deadline <= now, in deadline order (priority ties)."""
         actions: list[Action] = []
         if state.armed:
             self._fire_until(state, now_ms, now_ms, actions)
@@ -191,101 +210,80 @@ class Engine:
         self, state: UserState, limit_ms: int, now_ms: int, actions: list[Action]
     ) -> None:
         armed_map = state.armed
-        rank = self._rank
         for _ in range(_MAX_FIRES_PER_CALL):
-            due: tuple[int, int, int, str] | None = None
+            key = ""
+            best: int | None = None
+            tied = False
             for name, armed in armed_map.items():
                 deadline = armed.deadline
                 if deadline <= limit_ms:
-                    neg_prio, order = rank.get(name, _UNKNOWN_RANK)
-                    key = (deadline, neg_prio, order, name)
-                    if due is None or key < due:
-                        due = key
-            if due is None:
+                    if best is None or deadline < best:
+                        best, key, tied = deadline, name, False
+                    elif deadline == best:
+                        tied = True
+            if best is None:
                 return
-            name = due[3]
-            armed = armed_map[name]
-            rule = self.rules.get(name)
-            if rule is None or armed.step >= len(rule.steps):  # rule removed from config
-                del armed_map[name]
+            if tied:  # several due at the same time: priority, then config order, then name
+                key = self._first_of(armed_map, best)
+            armed = armed_map[key]
+            rule = self.rules.get(key) if RUN_SEP not in key else self.rules.get(rule_of(key))
+            if rule is None or armed.step >= len(rule.program):  # rule removed from config
+                del armed_map[key]
                 continue
-            self._firer.fire(state, rule, armed, armed.deadline, now_ms, actions)
+            self.journeys.due(state, rule, key, armed, now_ms, actions)
+
+    def _first_of(self, armed_map: dict[str, Armed], deadline: int) -> str:
+        rank = self._rank
+        ranked = []
+        for key, armed in armed_map.items():
+            if armed.deadline == deadline:
+                rk = rank.get(key)
+                if rk is None:
+                    rk = rank.get(rule_of(key), _UNKNOWN_RANK)
+                ranked.append((rk, key))
+        return min(ranked)[1]
 
     def _react(self, state: UserState, rule: Rule, event: Event, actions: list[Action]) -> None:
+        """The event meets the rule's runs, then (if it is a trigger) maybe starts one."""
         etype = event.type
-        armed = state.armed.get(rule.name)
-        if armed is not None and etype in rule.cancel_on:
-            del state.armed[rule.name]
-            actions.append(
-                _event_decision(
-                    state,
-                    rule,
-                    event,
-                    "cancelled",
-                    armed.variant,
-                    armed.deadline,
-                    {"step": armed.step},
-                )
-            )
-            armed = None
-        if armed is not None:
-            inactivity = self._inactivity_of[rule.name].get(armed.variant, rule.inactivity_ms)
-            if inactivity is not None and (
-                rule.activity is None or etype in rule.activity or etype in rule.triggers
-            ):
-                if event.ts > armed.last_activity:
-                    armed.last_activity = event.ts
-                deadline = armed.last_activity + inactivity
-                if deadline > armed.deadline:
-                    armed.deadline = deadline
-                    armed.deferred = False
-                    actions.append(
-                        _event_decision(state, rule, event, "rearmed", armed.variant, deadline)
-                    )
+        armed = state.armed
+        if rule.keyed:
+            self._react_keyed(state, rule, event, actions)
             return
-        if etype in rule.triggers and etype not in rule.cancel_on:
-            self._arm(state, rule, event, actions)
+        run = armed.get(rule.name)
+        if run is not None:
+            reaction = self.journeys.react(state, rule, rule.name, run, event, actions)
+            if reaction == ENDED or etype not in rule.triggers:
+                return
+            if reaction == CONSUMED:  # activity, or it resumed the run
+                if rule.restart:
+                    self._starter.trigger(state, rule, event, actions, self._own_key[rule.name])
+                return
+            self._starter.trigger(state, rule, event, actions, _NONE)  # already active?
+        elif etype in rule.triggers and etype not in rule.cancel_on:
+            self._starter.trigger(state, rule, event, actions, _NONE)
 
-    def _arm(self, state: UserState, rule: Rule, event: Event, actions: list[Action]) -> None:
-        variant_name = ""
-        delay = rule.steps[0].delay_ms
-        exp = rule.experiment
-        if exp is not None:
-            bandit = None
-            if exp.allocation == "bandit":
-                bandit = self.bandits.setdefault(
-                    rule.name, BanditPosteriors.empty([v.name for v in exp.variants])
-                )
-            variant_name = allocate(
-                state.user_id,
-                rule.name,
-                exp.name,
-                exp.weights,
-                controls=[v.name for v in exp.variants if not v.send],
-                bandit=bandit,
-                seed_extra=arming_key(event.event_id, event.ts),
-            )
-            v = exp.variant(variant_name)
-            if v is not None and v.delay_ms is not None:
-                delay = v.delay_ms
-        inactivity = self._inactivity_of[rule.name].get(variant_name, rule.inactivity_ms)
-        deadline = event.ts + (inactivity if inactivity is not None else delay)
-        state.armed[rule.name] = Armed(
-            deadline=deadline,
-            armed_at=event.ts,
-            arm_id=event.event_id,
-            arm_type=event.type,
-            arm_props=dict(event.properties),
-            variant=variant_name,
-            last_activity=event.ts,
-        )
-        if deadline > event.ts:
-            actions.append(
-                _event_decision(state, rule, event, "armed", variant_name, deadline, {"step": 0})
-            )
+    def _react_keyed(
+        self, state: UserState, rule: Rule, event: Event, actions: list[Action]
+    ) -> None:
+        armed = state.armed
+        consumed: frozenset[str] = _NONE  # run keys the event was activity for, or resumed
+        if armed:
+            prefix = rule.name + RUN_SEP
+            moved = set()
+            for key in [k for k in armed if k.startswith(prefix)]:
+                run = armed.get(key)
+                if run is not None and (
+                    self.journeys.react(state, rule, key, run, event, actions) == CONSUMED
+                ):
+                    moved.add(key)
+            consumed = frozenset(moved)
+        etype = event.type
+        if etype in rule.triggers and etype not in rule.cancel_on:
+            self._starter.trigger(state, rule, event, actions, consumed)
 
     def _attribute(self, state: UserState, event: Event, actions: list[Action]) -> None:
-        """Opens/clicks by trigger_id; experiment conversions to the latest exposure."""
+        """Opens/clicks by trigger_id; conversions to the rule's latest send (last touch)."""
         etype, ts = event.type, event.ts
         engagement = _ENGAGEMENT.get(etype)
         if engagement is not None:
@@ -297,8 +295,6 @@ class Engine:
                     actions.append(self._conversion(state, fire, kind, etype, ts))
                     break
         for rule in self._conversion_rules.get(etype, ()):
-            exp = rule.experiment
-            assert exp is not None
             latest = None
             for fire in state.fires:
                 if (
@@ -307,7 +303,7 @@ class Engine:
                     and (latest is None or fire.at >= latest.at)
                 ):
                     latest = fire
-            within = exp.conversion_within_ms
+            within = rule.conversion_within_ms
             if (
                 latest is not None
                 and not latest.flags & CONVERTED
@@ -332,36 +328,19 @@ class Engine:
             event_type=etype,
             at=iso_utc(ts),
             exposed_at=iso_utc(fire.at),
+            step=fire.step,
         )
 
 
-def _inactivity_table(rule: Rule) -> dict[str, int | None]:
-    """Variant name -> its inactivity (the rule's when the variant sets none)."""
-    table: dict[str, int | None] = {}
-    if rule.experiment is not None:
-        for v in rule.experiment.variants:
-            table[v.name] = v.inactivity_ms if v.inactivity_ms is not None else rule.inactivity_ms
-    table[""] = rule.inactivity_ms  # not yet assigned a variant
-    return table
-
-
-def _event_decision(
-    state: UserState,
-    rule: Rule,
-    event: Event,
-    outcome: DecisionOutcome,
-    variant: str,
-    deadline: int,
-    detail: dict[str, Scalar] | None = None,
-) -> Decision:
-    """A decision about an armed rule that an event caused (its type is the reason)."""
-    return Decision(
-        user_id=state.user_id,
-        rule=rule.name,
-        outcome=outcome,
-        at=iso_utc(event.ts),
-        reason=event.type,
-        variant=variant or DEFAULT_VARIANT,
-        deadline=iso_utc(deadline),
-        detail=detail or {},
-    )
+def _expressions(rule: Rule) -> list[Expression]:
+    """Every expression of a rule (their count()/sum() decide what history to keep)."""
+    found = [e for e in (rule.when, rule.entry, rule.instance) if e is not None]
+    for node in rule.program:
+        action, wait = node.action, node.wait
+        if isinstance(action, Send) and action.when is not None:
+            found.append(action.when)
+        elif isinstance(action, Branch):
+            found.append(action.condition)
+        if wait is not None and wait.where is not None:
+            found.append(wait.where)
+    return found

@@ -153,16 +153,62 @@ def quiet_until(at_ms: int, tz_name: str | None, qh: QuietHours) -> int | None:
     """Epoch ms at which the quiet window containing `at_ms` ends, or None if not quiet."""
     if qh.start == qh.end:
         return None
+    hour = at_ms // _HOUR_MS
+    entry = _BY_QUIET.get(id(qh))
+    memo = entry[1] if entry is not None and entry[0] is qh else _hourly(qh)
+    windows = memo.get((tz_name, hour))
+    if windows is None:
+        windows = _windows_in_hour(hour, tz_name, qh)
+        if windows is None:  # a UTC-offset change within this hour: ask zoneinfo
+            return _quiet_until_exact(at_ms, tz_name, qh)
+        if len(memo) >= _HOURLY_MAX:
+            memo.clear()
+        memo[(tz_name, hour)] = windows
+    for begin, finish in windows:
+        if begin <= at_ms < finish:
+            return finish
+    return None
+
+
+def _quiet_until_exact(at_ms: int, tz_name: str | None, qh: QuietHours) -> int | None:
     zone = _zone_for(tz_name, qh.fallback_tz)
-    offset = _steady_offset_ms(zone, at_ms // _HOUR_MS)
-    if offset is None:  # a UTC-offset change within this hour: ask zoneinfo
-        local_day = dt.datetime.fromtimestamp(at_ms / 1000, zone).date().toordinal()
-    else:
-        local_day = (at_ms + offset) // _DAY_MS + _EPOCH_ORDINAL
+    local_day = dt.datetime.fromtimestamp(at_ms / 1000, zone).date().toordinal()
     for begin, finish in _instances(zone, local_day, qh):
         if begin <= at_ms < finish:
             return finish
     return None
+
+
+# Per QuietHours (held, so its id cannot be reused), per (zone name, UTC hour): the window
+# instances that can hold an instant of that hour. Looked up on every send, it spares the
+# zone, offset and instance caches (and hashing the QuietHours) each time.
+_HOURLY_MAX = 65_536
+_BY_QUIET: dict[
+    int, tuple[QuietHours, dict[tuple[str | None, int], tuple[tuple[int, int], ...]]]
+] = {}
+
+
+def _hourly(qh: QuietHours) -> dict[tuple[str | None, int], tuple[tuple[int, int], ...]]:
+    entry = _BY_QUIET[id(qh)] = (qh, {})
+    return entry[1]
+
+
+def _windows_in_hour(
+    hour: int, tz_name: str | None, qh: QuietHours
+) -> tuple[tuple[int, int], ...] | None:
+    """The instances of the local days this UTC hour touches (None: the offset changes
+    within it). A zone with a fractional-hour offset crosses local midnight inside the
+    hour, so both days' instances are kept."""
+    zone = _zone_for(tz_name, qh.fallback_tz)
+    offset = _steady_offset_ms(zone, hour)
+    if offset is None:
+        return None
+    first = (hour * _HOUR_MS + offset) // _DAY_MS + _EPOCH_ORDINAL
+    last = (hour * _HOUR_MS + _HOUR_MS - 1 + offset) // _DAY_MS + _EPOCH_ORDINAL
+    windows = _instances(zone, first, qh)
+    if last != first:
+        windows = tuple(dict.fromkeys(windows + _instances(zone, last, qh)))
+    return windows
 
 
 # Called on every firing: the local day and the window instances around it are
@@ -206,3 +252,14 @@ def _instances(zone: ZoneInfo, local_day: int, qh: QuietHours) -> tuple[tuple[in
 
 def is_quiet(at_ms: int, tz_name: str | None, qh: QuietHours) -> bool:
     return quiet_until(at_ms, tz_name, qh) is not None
+
+
+def utc_offset_ms(tz_name: str | None, at_ms: int, fallback_tz: str = "UTC") -> int:
+    """The user's UTC offset at `at_ms` (cached per zone and UTC hour, DST-safe)."""
+    zone = _zone_for(tz_name, fallback_tz)
+    offset = _steady_offset_ms(zone, at_ms // _HOUR_MS)
+    if offset is None:  # the offset changes within this hour: ask zoneinfo for the instant
+        delta = dt.datetime.fromtimestamp(at_ms / 1000, zone).utcoffset()
+        assert delta is not None
+        return (delta.days * 86_400 + delta.seconds) * 1000
+    return offset

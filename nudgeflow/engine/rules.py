@@ -1,19 +1,26 @@
-"""Compiled rules: what the core runs (DESIGN §3).
+"""Compiled rules: what the core runs (DESIGN §3, §3.1).
 
-`pipeline/rules.py` validates the YAML with pydantic and compiles it into these
-frozen dataclasses: durations in milliseconds, `when` compiled once, series
-normalised to steps. The engine never sees a pydantic model.
+`config/rules.py` validates the YAML with pydantic and compiles it into these
+frozen dataclasses: durations in milliseconds, expressions compiled once, steps
+compiled to a program of nodes (engine/steps.py). The engine never sees a
+pydantic model.
 
-A rule without `steps` has exactly one step, with the rule's `delay` (or 0)
-and template. In a series, step k fires at `armed_at + steps[k].delay_ms`.
+A rule without `steps` has exactly one series step, with the rule's `delay` (or 0)
+and template. In a series, step k fires at `armed_at + steps[k].delay_ms`. When no
+`program` is given (the old forms, and tests that build a Rule by hand), it is
+derived from `steps`; a journey passes its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nudgeflow.engine.expressions import Expression
 from nudgeflow.engine.limits import Cap, QuietHours
+from nudgeflow.engine.steps import Node, Reentry, series_program
+
+DEFAULT_MAX_RUNS = 16
+RUN_SEP = "\x1f"  # between the rule name and the instance in a run's key (names never hold it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,15 +62,48 @@ class Experiment:
 class Rule:
     name: str
     triggers: frozenset[str]
-    steps: tuple[SeriesStep, ...]
+    steps: tuple[SeriesStep, ...] = ()
     inactivity_ms: int | None = None
     activity: frozenset[str] | None = None  # None: any event counts as activity
-    cancel_on: frozenset[str] = frozenset()
+    cancel_on: frozenset[str] = frozenset()  # also `exit_on`
     when: Expression | None = None
     cooldown_ms: int | None = None
     destinations: tuple[str, ...] = ()
     priority: int = 0
     experiment: Experiment | None = None
+    # -- journeys (DESIGN §3.1) ----------------------------------------------------------
+    program: tuple[Node, ...] = ()
+    flow: bool = False  # written with journey features: exits are audited, sends go on
+    entry: Expression | None = None
+    instance: Expression | None = None
+    reentry: Reentry = field(default_factory=Reentry)
+    restart: bool = False
+    conversion_event: str | None = None  # default: the experiment's
+    conversion_within_ms: int | None = None
+    # derived in __post_init__ (read on every event: plain attributes, not properties)
+    keyed: bool = field(init=False, default=False)  # runs per instance, or one per trigger
+    remembers_ends: bool = field(init=False, default=False)  # reentry after D > 0
+    simple_start: bool = field(init=False, default=False)  # a trigger with no run just starts
+
+    def __post_init__(self) -> None:
+        if not self.program:
+            steps = self.steps or (SeriesStep(0, None),)
+            program = series_program(
+                tuple(s.delay_ms for s in steps),
+                tuple(s.template for s in steps),
+                self.destinations,
+            )
+            object.__setattr__(self, "program", program)
+        exp = self.experiment
+        if self.conversion_event is None and exp is not None and exp.conversion_event:
+            object.__setattr__(self, "conversion_event", exp.conversion_event)
+            object.__setattr__(self, "conversion_within_ms", exp.conversion_within_ms)
+        keyed = self.instance is not None or self.reentry.mode == "always"
+        object.__setattr__(self, "keyed", keyed)
+        ends = self.reentry.remembers and self.reentry.mode == "after"
+        object.__setattr__(self, "remembers_ends", ends)
+        simple = not keyed and self.entry is None and not self.reentry.remembers
+        object.__setattr__(self, "simple_start", simple)
 
     @property
     def is_series(self) -> bool:
@@ -74,3 +114,4 @@ class Rule:
 class Limits:
     cap: Cap | None = None
     quiet_hours: QuietHours | None = None
+    max_runs: int = DEFAULT_MAX_RUNS  # concurrent runs per rule per user; the oldest is evicted

@@ -16,6 +16,7 @@ import msgspec
 from msgspec import field
 
 from nudgeflow.engine.actions import Decision
+from nudgeflow.engine.besttime import BestTime
 
 MAX_SEEN_IDS = 64  # recent event ids kept for dedupe ...
 SEEN_WINDOW_MS = 86_400_000  # ... and for at most a day of event time
@@ -39,7 +40,12 @@ class Hist(msgspec.Struct, array_like=True):
 
 
 class Armed(msgspec.Struct, array_like=True):
-    """An armed rule: when it is due and what armed it (for ids and templates)."""
+    """One run of a rule: the node it is at (`step`, an index into the rule's program),
+    when that node is due, and what armed it (for ids, templates and expressions).
+
+    Fields are only ever appended (with defaults), so states written by older versions
+    decode unchanged.
+    """
 
     deadline: int
     armed_at: int  # arming event time
@@ -50,6 +56,13 @@ class Armed(msgspec.Struct, array_like=True):
     variant: str = ""
     last_activity: int = 0
     deferred: bool = False  # re-armed at the end of quiet hours
+    instance: str = ""  # the `instance` value ("" : one run per user)
+    flags: int = 0  # TIMED | UNREPORTED
+    loops: int = 0  # jumps back taken: sends on a loop get a new trigger id each pass
+
+
+TIMED = 1  # the node's `send_at` was resolved: send when due, do not time it again
+UNREPORTED = 2  # the run's arrival at this node is not yet in a decision (funnel `entered`)
 
 
 class Fire(msgspec.Struct, array_like=True):
@@ -60,6 +73,7 @@ class Fire(msgspec.Struct, array_like=True):
     variant: str
     at: int
     flags: int = 0  # CONVERTED | OPENED | CLICKED
+    step: int | str = 0  # the step that sent it (its label), for the per-step funnel
 
 
 CONVERTED, OPENED, CLICKED = 1, 2, 4
@@ -85,9 +99,13 @@ class UserState(msgspec.Struct, kw_only=True, omit_defaults=True):
     # The shell's bookkeeping: the deadline under which the timer index holds this
     # user (never later than next_deadline(); see nudgeflow/tables/timers.py).
     indexed: int | None = field(default=None, name="ix")
+    # Journeys: the user's hour-of-week activity histogram (only when a rule sends at
+    # the best hour) and, per run key, when a run ended (entered, for `reentry: never`).
+    activity: BestTime | None = field(default=None, name="bt")
+    ended: dict[str, int] | None = field(default=None, name="e")  # made on first use
 
     def next_deadline(self) -> int | None:
-        """The earliest armed deadline (the timer index key), or None."""
+        """The earliest deadline of any run (the timer index key), or None."""
         earliest: int | None = None
         for a in self.armed.values():  # a plain loop: usually 0-3 entries
             if earliest is None or a.deadline < earliest:
@@ -130,15 +148,17 @@ def remember_id(state: UserState, event_id: str | None, ts: int) -> None:
     """Keep the last MAX_SEEN_IDS ids, none older than SEEN_WINDOW_MS before the newest."""
     if event_id is None:
         return
-    state.seen_ids.append(event_id)
-    state.seen_ts.append(ts)
+    ids, times = state.seen_ids, state.seen_ts
+    ids.append(event_id)
+    times.append(ts)
+    n = len(ids)
+    drop = n - MAX_SEEN_IDS if n > MAX_SEEN_IDS else 0
     floor = state.last_ts - SEEN_WINDOW_MS
-    drop = max(0, len(state.seen_ids) - MAX_SEEN_IDS)
-    while drop < len(state.seen_ts) and state.seen_ts[drop] < floor:
+    while drop < n and times[drop] < floor:
         drop += 1
     if drop:
-        del state.seen_ids[:drop]
-        del state.seen_ts[:drop]
+        del ids[:drop]
+        del times[:drop]
 
 
 def merge_traits(state: UserState, traits: dict[str, Any]) -> None:

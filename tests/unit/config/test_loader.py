@@ -27,7 +27,7 @@ def load(text: str, env: dict[str, str] | None = None, base_dir: Path = Path("/n
     return load_config_text(textwrap.dedent(text), base_dir=base_dir, env=env or {})
 
 
-def test_default_config_loads_the_five_rules() -> None:
+def test_default_config_loads_the_five_rules_and_the_cart_recovery_journey() -> None:
     config = load_config(DEFAULT_CONFIG, env={})
     assert [r.name for r in config.rules] == [
         "abandoned_cart",
@@ -35,6 +35,7 @@ def test_default_config_loads_the_five_rules() -> None:
         "re_engagement",
         "welcome_series",
         "post_purchase",
+        "cart_recovery",
     ]
     cart = config.rules[0]
     assert cart.inactivity_ms == 30 * 60_000 and cart.cooldown_ms == 86_400_000

@@ -1,0 +1,163 @@
+"""Best-time sends: a per-user, exponentially decayed hour-of-week activity histogram.
+
+`send_at: {best_hour: true, within: D}` sends at the hour of the week at which this
+user has been most active, if its next start falls within D; otherwise at once
+(DESIGN §3.1). The histogram has 168 buckets (Monday 00:00 local = 0) in the user's
+`traits.timezone`, fed by the events in `EVENTS` (opens, clicks, sessions, views).
+
+Decay without touching every bucket on every event: an event at time t adds
+`UNIT * 2^((t - ref) / HALF_LIFE)` to its bucket, i.e. newer events weigh more by
+exactly the decay factor; comparing buckets needs no common rescaling, so only one
+bucket changes. When a weight outgrows the 16-bit range, every bucket is halved and
+`ref` moves one half-life on (what was tiny rounds to 0: decayed away). The state
+keeps 168 uint16 as 336 bytes, little-endian: fixed size, one msgpack bin.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from dataclasses import dataclass
+
+import msgspec
+
+from nudgeflow.engine.limits import utc_offset_ms
+from nudgeflow.engine.timefmt import iso_utc
+
+HOURS = 168
+HOUR_MS = 3_600_000
+HALF_LIFE_MS = 14 * 86_400_000
+UNIT = 64  # weight of one event at `ref`
+_CEILING = 65_535
+_MAX_WEIGHT = UNIT * 256  # past this, rescale rather than let one event dwarf the rest
+EVENTS = frozenset(
+    {
+        "message_opened",
+        "message_clicked",
+        "login",
+        "session_start",
+        "app_open",
+        "page_view",
+        "product_view",
+    }
+)
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+class BestTime(msgspec.Struct, array_like=True):
+    ref: int  # epoch ms the weights are relative to
+    counts: bytes  # HOURS little-endian uint16
+
+
+def _load(data: bytes) -> array[int]:
+    counts = array("H", data)
+    if sys.byteorder == "big":
+        counts.byteswap()
+    return counts
+
+
+def _dump(counts: array[int]) -> bytes:
+    if sys.byteorder == "big":
+        counts = array("H", counts)
+        counts.byteswap()
+    return counts.tobytes()
+
+
+def hour_of_week(at_ms: int, tz: str | None, fallback_tz: str = "UTC") -> int:
+    """0 = Monday 00:00-00:59 local ... 167 = Sunday 23:00-23:59 local."""
+    hours = (at_ms + utc_offset_ms(tz, at_ms, fallback_tz)) // HOUR_MS
+    return ((hours // 24 + 3) % 7) * 24 + hours % 24  # 1970-01-01 was a Thursday
+
+
+def record(bt: BestTime | None, at_ms: int, tz: str | None, fallback_tz: str = "UTC") -> BestTime:
+    """The histogram with one more activity at `at_ms` (a new value; `bt` is not changed)."""
+    if bt is None:
+        counts, ref = array("H", bytes(2 * HOURS)), at_ms
+    else:
+        counts, ref = _load(bt.counts), bt.ref
+    weight = UNIT * 2.0 ** ((at_ms - ref) / HALF_LIFE_MS)
+    bucket = hour_of_week(at_ms, tz, fallback_tz)
+    while weight > _MAX_WEIGHT or counts[bucket] + weight > _CEILING:
+        for i in range(HOURS):
+            counts[i] >>= 1
+        ref += HALF_LIFE_MS
+        weight /= 2
+    add = round(weight)
+    if add == 0:  # so old that it has decayed away already
+        return bt if bt is not None else BestTime(ref, _dump(counts))
+    counts[bucket] += add
+    return BestTime(ref, _dump(counts))
+
+
+def best_hours(bt: BestTime | None, n: int = 3) -> list[tuple[int, float]]:
+    """The `n` most active hours of the week, (bucket, share of all weight), best first;
+    ties go to the earlier hour of the week."""
+    if bt is None:
+        return []
+    counts = _load(bt.counts)
+    total = sum(counts)
+    if total == 0:
+        return []
+    ranked = sorted((c, -i) for i, c in enumerate(counts) if c)[::-1][:n]
+    return [(-neg, round(c / total, 4)) for c, neg in ranked]
+
+
+def label(bucket: int) -> str:
+    """'Tue 19:00' for bucket 43."""
+    return f"{_DAYS[bucket // 24]} {bucket % 24:02d}:00"
+
+
+def next_start(bucket: int, at_ms: int, tz: str | None, fallback_tz: str = "UTC") -> int:
+    """The first instant >= at_ms inside local hour-of-week `bucket` (at_ms if inside now)."""
+    offset = utc_offset_ms(tz, at_ms, fallback_tz)
+    now_bucket = hour_of_week(at_ms, tz, fallback_tz)
+    if now_bucket == bucket:
+        return at_ms
+    local_hour = (at_ms + offset) // HOUR_MS + (bucket - now_bucket) % HOURS
+    target = local_hour * HOUR_MS - offset
+    later = utc_offset_ms(tz, target, fallback_tz)
+    if later != offset:  # a DST change in between: the same wall time, the new offset
+        target = local_hour * HOUR_MS - later
+    return max(target, at_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """When a best-time send goes, and why (a decision detail)."""
+
+    send_ms: int
+    why: str  # no_history | best_hour_now | best_hour | best_hour_beyond_window
+    best: int | None  # the best bucket, if any
+
+    def detail(self) -> dict[str, str | int | float | bool | None]:
+        return {
+            "timing": self.why,
+            "best_hour": label(self.best) if self.best is not None else None,
+            "send_at": iso_utc(self.send_ms),
+        }
+
+
+def timing(
+    bt: BestTime | None, at_ms: int, within_ms: int, tz: str | None, fallback_tz: str = "UTC"
+) -> Timing:
+    top = best_hours(bt, 1)
+    if not top:
+        return Timing(at_ms, "no_history", None)
+    best = top[0][0]
+    start = next_start(best, at_ms, tz, fallback_tz)
+    if start == at_ms:
+        return Timing(at_ms, "best_hour_now", best)
+    if start - at_ms <= within_ms:
+        return Timing(start, "best_hour", best)
+    return Timing(at_ms, "best_hour_beyond_window", best)
+
+
+def describe(bt: BestTime | None, tz: str | None, n: int = 3) -> dict[str, object]:
+    """For GET /users/<id> and `nudgeflow explain`: the best hours, in the user's zone."""
+    return {
+        "timezone": tz or "UTC",
+        "half_life_days": HALF_LIFE_MS // 86_400_000,
+        "best_hours": [
+            {"hour": label(b), "hour_of_week": b, "share": share} for b, share in best_hours(bt, n)
+        ],
+    }
