@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 from array import array
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -152,7 +153,7 @@ def timing(
     return Timing(at_ms, "best_hour_beyond_window", best)
 
 
-def describe(bt: BestTime | None, tz: str | None, n: int = 3) -> dict[str, object]:
+def describe(bt: BestTime | None, tz: str | None, n: int = 3) -> dict[str, Any]:
     """For GET /users/<id> and `nudgeflow explain`: the best hours, in the user's zone."""
     return {
         "timezone": tz or "UTC",

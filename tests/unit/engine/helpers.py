@@ -63,5 +63,5 @@ def iso(ms: int) -> str:
     return iso_utc(ms)
 
 
-def names(triggers: Iterable[Trigger]) -> list[tuple[str, int]]:
+def names(triggers: Iterable[Trigger]) -> list[tuple[str, int | str]]:
     return [(t.rule, t.step) for t in triggers]

@@ -1,0 +1,113 @@
+"""Best-time sends: the decayed hour-of-week histogram and when a send goes (DESIGN §3.1)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nudgeflow.engine import besttime
+from nudgeflow.engine.besttime import HALF_LIFE_MS, HOURS, best_hours, hour_of_week, record
+from nudgeflow.engine.state import new_state
+from tests.unit.engine.helpers import D, H, M, Run, ev, iso, make_engine
+
+MONDAY = 1_717_372_800_000  # 2024-06-03T00:00:00Z, a Monday
+BERLIN = "Europe/Berlin"  # UTC+2 in June
+
+
+def test_hour_of_week_is_local() -> None:
+    assert hour_of_week(MONDAY, "UTC") == 0
+    assert hour_of_week(MONDAY, BERLIN) == 2  # Monday 02:00 in Berlin
+    assert hour_of_week(MONDAY - H, "UTC") == HOURS - 1  # Sunday 23:00
+    assert besttime.label(43) == "Tue 19:00"
+
+
+def test_newer_activity_outweighs_older_by_the_half_life() -> None:
+    bt = None
+    for week in range(3):  # three old Mondays at 09:00 ...
+        bt = record(bt, MONDAY + 9 * H + week * 7 * D, "UTC")
+    late = MONDAY + 9 * H + 2 * 7 * D + 10 * HALF_LIFE_MS
+    bt = record(bt, late - 7 * D + 15 * H - 9 * H, "UTC")  # ... one recent Sunday-ish hour
+    [(best, _)] = best_hours(bt, 1)
+    assert best == hour_of_week(late - 7 * D + 6 * H, "UTC")
+
+
+@given(st.lists(st.integers(0, 400 * 24), min_size=1, max_size=300))
+def test_the_histogram_stays_fixed_size_and_never_overflows(hours: list[int]) -> None:
+    bt = None
+    for h in sorted(hours):
+        bt = record(bt, MONDAY + h * H, "UTC")
+    assert bt is not None and len(bt.counts) == 2 * HOURS
+    assert best_hours(bt, 1)  # the newest event always weighs something
+
+
+FLOW = """
+templates: {x: X}
+rules:
+  - name: j
+    trigger: cart_add
+    steps:
+      - send: {template: x, send_at: {best_hour: true, within: WITHIN}}
+"""
+
+
+def _active_at_19_berlin(run: Run, days: int = 3) -> None:
+    for i in range(days):  # 17:00Z = 19:00 Berlin, on Monday .. Wednesday
+        run.send(ev("login", MONDAY + i * D + 17 * H + 5 * M, f"l{i}", traits={"timezone": BERLIN}))
+
+
+def test_a_send_waits_for_the_best_hour_within_the_window() -> None:
+    run = Run(make_engine(FLOW.replace("WITHIN", "24h")))
+    _active_at_19_berlin(run, days=2)  # Mon and Tue at 19:00: the newer, Tue, weighs more
+    assert run.state is not None
+    assert best_hours(run.state.activity, 1)[0][0] == 24 + 19
+    next_tuesday_noon = MONDAY + 8 * D + 10 * H  # 12:00 Berlin
+    run.send(ev("cart_add", next_tuesday_noon, "a"))
+    [deferred] = run.decisions("deferred")
+    assert (deferred.reason, deferred.detail["best_hour"]) == ("best_time", "Tue 19:00")
+    best = MONDAY + 8 * D + 17 * H
+    assert deferred.deadline == iso(best) and run.triggers() == []
+    run.tick(best - 1)
+    assert run.triggers() == []
+    run.tick(best)
+    [trigger] = run.triggers()
+    assert trigger.deadline == iso(best)
+    [fired] = run.decisions("fired")
+    assert fired.detail["timing"] == "best_hour"
+
+
+def test_a_best_hour_beyond_the_window_or_no_history_sends_at_once() -> None:
+    run = Run(make_engine(FLOW.replace("WITHIN", "2h")))
+    _active_at_19_berlin(run)
+    noon = MONDAY + 3 * D + 10 * H
+    run.send(ev("cart_add", noon, "a"))
+    [trigger] = run.triggers()
+    assert trigger.deadline == iso(noon)
+    [fired] = run.decisions("fired")
+    assert (fired.detail["timing"], fired.detail["best_hour"]) == (
+        "best_hour_beyond_window",
+        "Wed 19:00",  # the newest of three equal evenings; next Wednesday is 6 days away
+    )
+    fresh = Run(make_engine(FLOW.replace("WITHIN", "24h"))).send(ev("cart_add", noon, "a"))
+    assert [d.detail["timing"] for d in fresh.decisions("fired")] == ["no_history"]
+
+
+def test_describe_names_the_best_hours_in_the_users_zone() -> None:
+    state = new_state("u")
+    for i in range(3):
+        state.activity = record(state.activity, MONDAY + i * D + 17 * H, BERLIN)
+    view = besttime.describe(state.activity, BERLIN)
+    assert view["timezone"] == BERLIN
+    assert [h["hour"] for h in view["best_hours"]] == ["Wed 19:00", "Tue 19:00", "Mon 19:00"]
+
+
+def test_no_histogram_is_kept_when_no_rule_sends_at_the_best_hour() -> None:
+    run = Run(make_engine("rules: [{name: r, trigger: cart_add, delay: 1h}]"))
+    _active_at_19_berlin(run)
+    assert run.state is not None and run.state.activity is None
+
+
+def test_next_start_keeps_the_wall_time_across_a_dst_change() -> None:
+    saturday = 1_711_756_800_000  # 2024-03-30T00:00Z; Berlin springs forward on the 31st
+    sunday_19_cest = 1_711_904_400_000  # 2024-03-31T17:00Z = 19:00 CEST
+    bucket = hour_of_week(sunday_19_cest, BERLIN)
+    assert besttime.next_start(bucket, saturday + 12 * H, BERLIN) == sunday_19_cest
