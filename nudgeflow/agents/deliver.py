@@ -11,9 +11,9 @@
   `<prefix>.triggers.wait.<destination>` without a call and without spending an
   attempt; that topic's agent waits for the gate (the half-open probe, then the ramp)
   before it takes the next one, so after a recovery they go out in order, at the
-  destination's rate, within seconds. A failed probe's delivery waits again (it spent
-  a call, but a probe never dead-letters it); waiting deliveries older than the
-  retry horizon are dead-lettered as `expired`.
+  destination's rate, within seconds. A failed probe's delivery waits again (its call
+  counts; it dead-letters the delivery only past both its attempts and the schedule's
+  span); waiting deliveries older than the retry horizon are dead-lettered as `expired`.
 * Retryable failures become records on `<prefix>.triggers.retry.N` (tier by
   delay, attempt metadata in headers). One consumer per tier waits for its
   head record's `not_before` and hands it to a task the same way. A retry that comes
@@ -141,7 +141,12 @@ class Deliverer:
         self._inflight.add(key)
         try:
             step = await self.dispatcher.attempt(
-                job.trigger, job.name, job.attempt, admitted=admitted, may_call=flight.commit
+                job.trigger,
+                job.name,
+                job.attempt,
+                admitted=admitted,
+                may_call=flight.commit,
+                age_s=(now_ms() - job.first_attempt_ms) / 1000,
             )
             if step.outcome is Outcome.DEFERRED:
                 if not flight.commit():

@@ -2,7 +2,8 @@
 whole on a rebalance or a shutdown.
 
 Each record the deliver agents read runs in its own task (`spawn`), bounded by
-`max_in_flight`, and is acked when its handler returns. Every task carries a `Flight`:
+`max_in_flight`, and is acked when its handler returns and every earlier record of its
+partition is acked (`InOrderAcks`). Every task carries a `Flight`:
 the generation of the assignment it was read under. Before a task does anything that
 settles the record (the HTTP call, producing a parked, retry or dead-letter record) it
 calls `Flight.commit()`, which says no once the generation has moved on.
@@ -21,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from nudgeflow.delivery.dispatch import Abandoned
 
 if TYPE_CHECKING:
-    from faust.types import EventT, StreamT
+    from faust.types import TP, EventT, StreamT
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,57 @@ class Flight:
 Handler = Callable[["EventT", Flight], Awaitable[None]]
 
 
+class _Pending:
+    __slots__ = ("event", "settled", "stream")
+
+    def __init__(self, stream: StreamT, event: EventT) -> None:
+        self.stream = stream
+        self.event = event
+        self.settled: bool | None = None  # None: running; False: handed back or given up
+
+
+class InOrderAcks:
+    """Acks each partition's records in offset order, and none past one left unsettled.
+
+    Records settle out of order, and Faust commits what it was told was acked: its gap
+    check lets exactly one unacked record through (acks from 697 on with 696 committed
+    commit past 696: `min(acked) - committed > 1` in faust-streaming 0.15's
+    `Consumer._new_offset`), which lost triggers in rolling restarts. So an ack waits
+    for every earlier record of its partition; a record handed back or given up on
+    stops its partition's acks (later ones are not kept) until the next assignment,
+    which reads the partition again from its committed offset.
+    """
+
+    def __init__(self) -> None:
+        self._queues: dict[TP, deque[_Pending]] = {}
+        self._stopped: set[TP] = set()
+
+    def add(self, stream: StreamT, event: EventT) -> _Pending:
+        """A record handed out now (call in offset order per partition)."""
+        pending = _Pending(stream, event)
+        self._queues.setdefault(event.message.tp, deque()).append(pending)
+        return pending
+
+    async def settled(self, pending: _Pending, ok: bool) -> None:
+        pending.settled = ok
+        tp = pending.event.message.tp
+        queue = self._queues.get(tp)
+        if queue is None or tp in self._stopped:
+            return
+        while queue and queue[0].settled:
+            head = queue.popleft()
+            await head.stream.ack(head.event)
+        if queue and queue[0].settled is False:
+            self._stopped.add(tp)
+            queue.clear()
+            log.warning("deliver: %s[%d] acks stop at an unsettled record until reassigned", *tp)
+
+    def reset(self) -> None:
+        """A new assignment: everything is read again from the committed offsets."""
+        self._queues.clear()
+        self._stopped.clear()
+
+
 class Flights:
     def __init__(self, max_in_flight: int) -> None:
         self.max_in_flight = max_in_flight
@@ -69,6 +122,7 @@ class Flights:
         self.stopping = False
         self._slots: asyncio.Semaphore | None = None
         self._tasks: dict[asyncio.Task[None], Flight] = {}
+        self.acks = InOrderAcks()
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -89,7 +143,8 @@ class Flights:
             self._slots.release()
             flight.cleanup()
             return
-        task = asyncio.create_task(self._settle(stream, event, handler, flight))
+        pending = self.acks.add(stream, event)
+        task = asyncio.create_task(self._settle(pending, handler, flight))
         self._tasks[task] = flight
         task.add_done_callback(self._done)
 
@@ -100,12 +155,22 @@ class Flights:
         if self._slots is not None:
             self._slots.release()
 
-    async def _settle(self, stream: StreamT, event: EventT, handler: Handler, f: Flight) -> None:
+    async def _settle(self, pending: _Pending, handler: Handler, f: Flight) -> None:
+        event = pending.event
+        try:
+            ok = await self._handle(event, handler, f)
+        except asyncio.CancelledError:
+            await self.acks.settled(pending, False)
+            raise
+        await self.acks.settled(pending, ok)
+
+    async def _handle(self, event: EventT, handler: Handler, f: Flight) -> bool:
+        """True once settled; False if handed back (Abandoned) or given up on."""
         for attempt in range(1, _HANDLER_TRIES + 1):
             try:
                 await handler(event, f)
             except Abandoned:
-                return  # unacked: read again by whoever owns the partition next
+                return False  # read again by whoever owns the partition next
             except Exception:
                 log.exception(
                     "deliver: handling %s[%d]@%d failed (try %d)",
@@ -116,13 +181,13 @@ class Flights:
                 )
                 await asyncio.sleep(min(2.0**attempt, 30.0))
                 continue
-            await stream.ack(event)
-            return
+            return True
         log.error(
             "deliver: leaving %s@%d unacked; it is re-read on restart",
             event.message.topic,
             event.message.offset,
         )
+        return False
 
     async def hand_back(self, timeout: float, *, stopping: bool = False) -> tuple[int, int]:
         """Cancel what has not committed, wait up to `timeout` s for what has.
@@ -139,6 +204,7 @@ class Flights:
             _, late = await asyncio.wait(waiting, timeout=timeout)
             if late:
                 log.warning("deliver: %d calls still in flight after %.0f s", len(late), timeout)
+        self.acks.reset()
         return len(cancelled), len(committed)
 
     async def drain(self) -> None:

@@ -101,7 +101,7 @@ class DeliverySettings(BaseModel):
     breaker_window: str = "60s"  # the sliding window the failure ratio is taken over
     breaker_min_calls: int = Field(10, ge=1)  # fewer calls in the window never open it
     breaker_failure_ratio: float = Field(0.7, gt=0, le=1)
-    breaker_reset: str = "5s"  # open -> half-open (one probe) after this long
+    breaker_reset: str = "2s"  # open -> half-open (one probe) after this long
     # Before the ratio model this was "consecutive failures"; still accepted, as the
     # minimum number of calls (so old files keep loading).
     breaker_failures: int | None = Field(None, ge=1)

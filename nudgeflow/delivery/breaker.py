@@ -48,7 +48,7 @@ class BreakerPolicy:
     window_s: float = 60.0
     min_calls: int = 10
     failure_ratio: float = 0.7
-    reset_s: float = 5.0
+    reset_s: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: DeliverySettings) -> BreakerPolicy:

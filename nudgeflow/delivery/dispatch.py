@@ -5,12 +5,13 @@ the returned `Step` (mark delivered, produce a retry record, dead-letter, or par
 the delivery until the circuit's probe). A deferred step made no call, so it spends
 no attempt: `Step.attempt` is then the number of calls made so far.
 
-A failed probe is the destination's failure, not the delivery's: the circuit opens
-again and the delivery goes back to wait for the next probe (`Step.probe`, no delay),
-never to the dead letters for running out of attempts; a waiting delivery expires
-only past the retry horizon (agents/deliver.py). So after an outage of any length the
-deliveries are all waiting for the circuit, not minutes or hours into their retry
-schedules, and go out as soon as it closes.
+A failed probe is the destination's failure more than the delivery's: the circuit
+opens again and the delivery goes back to wait for the next probe (`Step.probe`, no
+delay). The call counts as an attempt, but it dead-letters the delivery only once it
+has used its attempts *and* is older than the retry schedule's span, so probing never
+makes a delivery die sooner than its retries would have. After an outage of any length
+the deliveries are therefore all waiting for the circuit, not minutes or hours into
+their retry schedules, and go out as soon as it closes.
 
 Keeping it free of Faust makes the whole policy testable against real HTTP receivers
 without a broker.
@@ -91,10 +92,12 @@ class Dispatcher:
         *,
         admitted: Pass | None = None,
         may_call: Callable[[], bool] = _always,
+        age_s: float | None = None,
     ) -> Step:
         """Call once if the gate lets us (`admitted`: a pass the caller already holds).
 
         `may_call` is asked last, right before the request: False raises `Abandoned`.
+        `age_s`: since the delivery's first attempt (a failed probe's verdict needs it).
         """
         gate = self.gates.get(name)
         if gate is None:
@@ -116,30 +119,39 @@ class Dispatcher:
                 ok = classify(result).outcome is not Outcome.RETRY
         finally:
             ticket.done(ok)
-        return self.decide(result, name, attempt, probe=probe)
+        return self.decide(result, name, attempt, probe=probe, age_s=age_s)
 
     def _deferred(self, name: str, attempt: int) -> Step:
         metrics.delivery_deferrals.labels(destination=name).inc()
         return Step(attempt - 1, _NOT_CALLED, Outcome.DEFERRED, "circuit_open")
 
     def decide(
-        self, result: AttemptResult, name: str, attempt: int, *, probe: bool = False
+        self,
+        result: AttemptResult,
+        name: str,
+        attempt: int,
+        *,
+        probe: bool = False,
+        age_s: float | None = None,
     ) -> Step:
+        """The verdict on a call. A delivery is out of retries once it has used its
+        attempts and (when its `age_s` is known) is older than the schedule's span: calls
+        made as probes never end it sooner than its retries would have."""
         verdict = classify(result)
-        if verdict.outcome is Outcome.RETRY and probe:
-            metrics.delivery_retries.labels(destination=name).inc()
+        if verdict.outcome is not Outcome.RETRY:
+            metrics.deliveries.labels(destination=name, outcome=verdict.outcome.value).inc()
+            return Step(attempt, result, verdict.outcome, verdict.reason, probe=probe)
+        policy = self.policy
+        if attempt >= policy.max_attempts and (age_s is None or age_s >= policy.span_s):
+            metrics.deliveries.labels(destination=name, outcome="dead").inc()
+            return Step(attempt, result, Outcome.DEAD, "retries_exhausted")
+        metrics.delivery_retries.labels(destination=name).inc()
+        if probe:  # the circuit is open again: wait for the next probe
             return Step(attempt, result, Outcome.RETRY, verdict.reason, probe=True)
-        if verdict.outcome is Outcome.RETRY:
-            delay = self.policy.next_delay(attempt, result.retry_after_s, self.rng)
-            if delay is None:
-                metrics.deliveries.labels(destination=name, outcome="dead").inc()
-                return Step(attempt, result, Outcome.DEAD, "retries_exhausted")
-            metrics.delivery_retries.labels(destination=name).inc()
-            return Step(
-                attempt, result, Outcome.RETRY, verdict.reason, delay, self.policy.tier_for(delay)
-            )
-        metrics.deliveries.labels(destination=name, outcome=verdict.outcome.value).inc()
-        return Step(attempt, result, verdict.outcome, verdict.reason, probe=probe)
+        step = min(attempt, policy.max_attempts - 1)  # past it (probes): the last delay
+        delay = policy.next_delay(step, result.retry_after_s, self.rng)
+        assert delay is not None
+        return Step(attempt, result, Outcome.RETRY, verdict.reason, delay, policy.tier_for(delay))
 
     def failure_ratios(self) -> Iterator[Sample]:
         """(destination,) -> the breaker's failure ratio over its window, now."""

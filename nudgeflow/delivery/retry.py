@@ -108,6 +108,12 @@ class RetryPolicy:
     def max_attempts(self) -> int:
         return len(self.delays_s) + 1
 
+    @property
+    def span_s(self) -> float:
+        """The least time from the first attempt to the last (every delay at the bottom
+        of its jitter, no Retry-After)."""
+        return sum(self.delays_s) * (1 - self.jitter)
+
     def next_delay(
         self, attempt: int, retry_after_s: float | None, rng: random.Random
     ) -> float | None:

@@ -120,7 +120,7 @@ def test_outcomes_of_calls_from_before_the_trip_change_nothing() -> None:
 
 def test_policy_from_settings_and_the_legacy_name() -> None:
     settings = DeliverySettings(breaker_window="30s", breaker_failure_ratio=0.5)
-    assert BreakerPolicy.from_settings(settings) == BreakerPolicy(30.0, 10, 0.5, 5.0)
+    assert BreakerPolicy.from_settings(settings) == BreakerPolicy(30.0, 10, 0.5, 2.0)
     legacy = DeliverySettings(breaker_failures=3)  # the old "consecutive failures" key
     assert BreakerPolicy.from_settings(legacy).min_calls == 3
     both = DeliverySettings(breaker_failures=3, breaker_min_calls=20)
