@@ -22,6 +22,7 @@ from typing import Any
 from nudgeflow.delivery.records import DeliveryAttempt
 from nudgeflow.engine.actions import Conversion, Decision, Trigger
 from nudgeflow.engine.experiments import BanditPosteriors
+from nudgeflow.engine.funnel import Funnel
 from nudgeflow.engine.rules import Rule
 from nudgeflow.engine.stats import VariantCounts, experiment_results
 
@@ -116,6 +117,7 @@ class Aggregates:
         self.variants: dict[str, dict[str, VariantCounts]] = {}
         self.dead_letters: Counter[str] = Counter()
         self.feed: deque[FeedItem] = deque(maxlen=feed_size)
+        self.funnel = Funnel()  # per rule and step (engine/funnel.py), for GET /rules/<name>
         self._triggers = _Recent(memory)  # trigger id -> (rule, variant), shared pairs
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
         self._delivered = _Recent(memory)
@@ -150,6 +152,8 @@ class Aggregates:
 
     def on_decision(self, d: Decision) -> FeedItem:
         self.decisions.setdefault(d.rule, Counter())[outcome_key(d)] += 1
+        if d.outcome != "rearmed":  # counted in metrics only, never on the audit topic
+            self.funnel.add_decision(d)
         item = decision_item(d)
         self.feed.append(item)
         return item
@@ -166,6 +170,7 @@ class Aggregates:
     def on_conversion(self, c: Conversion) -> None:
         if not self._engaged.add((c.trigger_id, c.kind)):
             return
+        self.funnel.add_conversion(c)
         counts = self._counts(c.rule, c.variant)
         if c.kind == "conversion":
             counts.converted += 1
@@ -215,6 +220,19 @@ class Aggregates:
         if exp.allocation == "bandit":
             body["bandit"] = self.bandit(rule_name).as_dict()
         return body
+
+    def rule_funnel(self, rule_name: str) -> dict[str, Any] | None:
+        """GET /rules/<name>: per step entered, sent, suppressed and exited by reason,
+        converted; with the rule's decision counters. None for a rule not configured."""
+        rule = self.rules.get(rule_name)
+        if rule is None:
+            return None
+        return {
+            "rule": rule_name,
+            "journey": rule.flow,
+            "steps": self.funnel.rule(rule_name, rule.program),
+            "decisions": dict(sorted(self.decisions.get(rule_name, Counter()).items())),
+        }
 
     def experiments(self) -> list[dict[str, Any]]:
         return [e for name in self.experiment_rules() if (e := self.experiment(name)) is not None]

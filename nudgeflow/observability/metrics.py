@@ -17,6 +17,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from nudgeflow import __version__
+from nudgeflow.engine.actions import Conversion, Decision, Trigger
+from nudgeflow.engine.funnel import stages, step_of
 
 log = logging.getLogger(__name__)
 
@@ -351,3 +353,50 @@ http_origin_refused = Counter(
     "Browser requests refused because their Origin is not allowed",
     registry=REGISTRY,
 )
+# -- journeys: the per-step funnel (issue 18; engine/funnel.py says what counts) ----------
+# Labels are the rule and the step's label (its name or index): bounded by the config.
+journey_entered = Counter(
+    "nudgeflow_journey_entered", "Runs that arrived at a rule's step", ["rule", "step"],
+    registry=REGISTRY,
+)  # fmt: skip
+journey_sent = Counter(
+    "nudgeflow_journey_sent", "Messages sent at a rule's step", ["rule", "step"], registry=REGISTRY
+)
+journey_suppressed = Counter(
+    "nudgeflow_journey_suppressed",
+    "Sends at a rule's step that were not sent (cap, quiet hours, cooldown, when false, ...); "
+    "by reason in nudgeflow_decisions_total",
+    ["rule", "step"],
+    registry=REGISTRY,
+)
+journey_exited = Counter(
+    "nudgeflow_journey_exited",
+    "Runs that ended at a rule's step (exit_on event, exit step, completed, evicted, ...)",
+    ["rule", "step"],
+    registry=REGISTRY,
+)
+journey_converted = Counter(
+    "nudgeflow_journey_converted",
+    "Conversions attributed to the send of a rule's step",
+    ["rule", "step"],
+    registry=REGISTRY,
+)
+_JOURNEY = {
+    "entered": journey_entered,
+    "sent": journey_sent,
+    "suppressed": journey_suppressed,
+    "exited": journey_exited,
+}
+
+
+def count_journey(action: Trigger | Decision | Conversion) -> None:
+    """Count one published decision or conversion in the per-step funnel metrics.
+
+    The evaluate agent calls it for each record it publishes (agents/evaluate.py)."""
+    if isinstance(action, Decision):
+        step = step_of(action)
+        if step is not None and action.outcome != "rearmed":
+            for stage, _ in stages(action):
+                _JOURNEY[stage].labels(rule=action.rule, step=str(step)).inc()
+    elif isinstance(action, Conversion) and action.kind == "conversion" and action.step is not None:
+        journey_converted.labels(rule=action.rule, step=str(action.step)).inc()

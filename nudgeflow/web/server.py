@@ -34,6 +34,7 @@ from nudgeflow.web.experiments import add_experiment_routes
 from nudgeflow.web.ingest import IngestOptions, add_ingest_routes
 from nudgeflow.web.openapi import openapi_view
 from nudgeflow.web.origins import OriginPolicy, origin_guard
+from nudgeflow.web.rules import add_rule_routes
 from nudgeflow.web.sink import KafkaEventSink
 from nudgeflow.web.users import add_user_routes
 
@@ -133,6 +134,7 @@ def build_web_app(rt: Runtime, analytics: Analytics) -> web.Application:
     add_ingest_routes(app, KafkaEventSink(rt.sender, rt.topics.events), options)
     add_user_routes(app, rt, options.api_token)
     add_experiment_routes(app, analytics, options.api_token)
+    add_rule_routes(app, analytics, options.api_token)
     add_console_routes(app, analytics, options.api_token)
     app.router.add_get("/openapi.json", openapi_view(token_required=s.api_token is not None))
     return app

@@ -25,7 +25,10 @@ import msgspec
 from aiohttp import web
 
 from nudgeflow.agents.router import partition_for
+from nudgeflow.engine import besttime
 from nudgeflow.engine.firing import cart_view
+from nudgeflow.engine.runs import rule_of
+from nudgeflow.engine.scope import user_tz
 from nudgeflow.engine.state import CLICKED, CONVERTED, OPENED, UserState
 from nudgeflow.engine.timefmt import iso_utc
 from nudgeflow.tables import timeline as timeline_table
@@ -63,7 +66,7 @@ def user_view(
         for rule, a in sorted(state.armed.items(), key=lambda kv: kv[1].deadline):
             armed.append(
                 {
-                    "rule": rule,
+                    "rule": rule_of(rule),
                     "step": a.step,
                     "variant": a.variant or None,
                     "deadline": iso_utc(a.deadline),
@@ -74,12 +77,15 @@ def user_view(
                     "deferred": a.deferred,
                 }
             )
+            if a.instance:  # a per-instance run of a journey (DESIGN §3.1)
+                armed[-1]["instance"] = a.instance
     return {
         "user_id": user_id,
         "known": state is not None,
         "profile": dict(state.profile) if state is not None else {},
         "cart": cart_view(state) if state is not None else None,
         "armed": armed,
+        "best_time": besttime.describe(state.activity, user_tz(state)) if state else None,
         "last_fired": (
             {rule: iso_utc(ms) for rule, ms in sorted(state.last_fire.items())}
             if state is not None

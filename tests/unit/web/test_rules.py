@@ -1,0 +1,101 @@
+"""GET /rules/<name>: the per-step funnel the analytics service folds from the audit topics.
+
+The records are a real engine's (a journey from YAML); they reach the analytics service
+as encoded records, as its consumer hands them over, and the route must show the same
+funnel the backtest report counts from the same records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from nudgeflow.analytics.service import Analytics
+from nudgeflow.backtest.report import Tally
+from nudgeflow.config.topics import TopicNames
+from nudgeflow.engine.actions import Conversion, Decision, Trigger, encode_action
+from nudgeflow.engine.core import Engine
+from nudgeflow.web.rules import add_rule_routes
+from tests.unit.engine.helpers import T0, D, M, Run, ev, make_engine
+
+TOKEN = "rules-token"
+TOPICS = TopicNames("t")
+FLOW = """
+templates: {a: A, b: B}
+limits: {max_per_user: {count: 1, per: 1h}}
+rules:
+  - name: flow
+    trigger: cart_add
+    exit_on: [purchase]
+    conversion: {event: purchase, within: 1d}
+    steps:
+      - wait: {delay: 10m}
+      - send: {template: a}
+      - send: {template: b}
+      - name: idle
+        wait: {delay: 1d}
+"""
+
+
+def _run(engine: Engine) -> list[Any]:
+    actions = []
+    for i, user in enumerate(["ana", "ben", "cy"]):
+        run = Run(engine).send(ev("cart_add", T0, f"a{i}", user=user)).tick(T0 + 10 * M)
+        if user == "ana":
+            run.send(ev("purchase", T0 + 20 * M, "p", user=user))  # converts, exits at idle
+        run.tick(T0 + 2 * D)
+        actions += run.actions
+    return actions
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[str, Analytics, Engine]]:
+    engine = make_engine(FLOW)
+    rt = SimpleNamespace(config=SimpleNamespace(rules=tuple(engine.rules.values())), topics=TOPICS)
+    analytics = Analytics(rt)  # type: ignore[arg-type]
+    app = web.Application()
+    add_rule_routes(app, analytics, TOKEN)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield str(server.make_url("")).rstrip("/"), analytics, engine
+    await server.close()
+
+
+async def test_the_route_serves_the_funnel_the_backtest_counts(
+    served: tuple[str, Analytics, Engine],
+) -> None:
+    url, analytics, engine = served
+    actions = _run(engine)
+    topic = {Trigger: TOPICS.triggers, Decision: TOPICS.decisions, Conversion: TOPICS.conversions}
+    for action in actions:
+        if not (isinstance(action, Decision) and action.outcome == "rearmed"):
+            record = SimpleNamespace(topic=topic[type(action)], value=encode_action(action))
+            analytics.handle(record)  # type: ignore[arg-type]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(headers=headers) as s:
+        async with s.get(url + "/rules/flow") as resp:
+            assert resp.status == 200
+            body = await resp.json()
+        async with s.get(url + "/rules/nope") as resp:
+            assert resp.status == 404
+    steps = {s["step"]: s for s in body["steps"]}
+    assert (steps[0]["entered"], steps[1]["entered"], steps[1]["sent"]) == (3, 3, 3)
+    assert steps[1]["converted"] == 1 and steps[2]["converted"] == 0  # the last send ana got
+    assert steps[2]["suppressed"] == {"cap": 3}  # one per hour: the second send is capped
+    assert steps["idle"]["exited"] == {"purchase": 1, "completed": 2}
+    assert body["journey"] is True
+    tally = Tally()
+    tally.add(actions)
+    assert body["steps"] == tally.funnel.rule("flow", engine.rules["flow"].program)
+
+
+async def test_the_route_needs_the_token(served: tuple[str, Analytics, Engine]) -> None:
+    url, _, _ = served
+    async with aiohttp.ClientSession() as s, s.get(url + "/rules/flow") as resp:
+        assert resp.status == 401
