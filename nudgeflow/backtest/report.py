@@ -27,6 +27,7 @@ RULE_OUTCOMES = ("armed", "rearmed", "cancelled", "condition_false", "deferred")
 class RuleTally:
     outcomes: Counter[str] = field(default_factory=Counter)
     suppressed: Counter[str] = field(default_factory=Counter)
+    not_entered: Counter[str] = field(default_factory=Counter)  # by reason (journeys)
     fired: int = 0
     sent: int = 0
 
@@ -36,6 +37,8 @@ class RuleTally:
         out["sent"] = self.sent
         out["suppressed"] = dict(sorted(self.suppressed.items()))
         out["suppressed_total"] = sum(self.suppressed.values())
+        out["not_entered"] = dict(sorted(self.not_entered.items()))
+        out["already_active"] = self.outcomes["already_active"]
         return out
 
 
@@ -97,6 +100,8 @@ class Tally:
                 rule = rules.get(action.rule) or self._rule(action.rule)
                 if outcome == "suppressed":
                     rule.suppressed[action.reason or "unknown"] += 1
+                elif outcome == "not_entered":
+                    rule.not_entered[action.reason or "unknown"] += 1
                 else:
                     rule.outcomes[outcome] += 1
             elif isinstance(action, Trigger):
@@ -176,7 +181,7 @@ def render_text(summary: Mapping[str, Any]) -> str:
         lines.append(f"{name:<24}" + "".join(f"{f:>11,}" for f in figures) + f"  {suppressed}")
     for rule_name, steps in summary.get("funnel", {}).items():
         if len(steps) > 1:
-            lines += ["", *funnel_lines(rule_name, steps)]
+            lines += ["", *funnel_lines(rule_name, steps, summary["rules"].get(rule_name, {}))]
     for rule_name, experiment in summary["experiments"].items():
         lines += ["", f"experiment {rule_name} (control: {experiment['control'] or '-'})"]
         lines.append(
@@ -188,10 +193,14 @@ def render_text(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def funnel_lines(rule: str, steps: Sequence[Mapping[str, Any]]) -> list[str]:
+def funnel_lines(
+    rule: str, steps: Sequence[Mapping[str, Any]], totals: Mapping[str, Any]
+) -> list[str]:
     """One rule's per-step funnel as a table (suppressed and exited by reason)."""
+    refused = ", ".join(f"{k} {v:,}" for k, v in totals.get("not_entered", {}).items()) or "0"
     lines = [
-        f"funnel {rule}",
+        f"funnel {rule}   (not entered: {refused}; already active: "
+        f"{totals.get('already_active', 0):,})",
         f"  {'step':<16}{'kind':<8}{'entered':>9}{'sent':>8}{'suppr.':>8}{'exited':>8}"
         f"{'conv.':>7}  reasons",
     ]

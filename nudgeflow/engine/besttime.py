@@ -1,8 +1,12 @@
 """Best-time sends: a per-user, exponentially decayed hour-of-week activity histogram.
 
 `send_at: {best_hour: true, within: D}` sends at the hour of the week at which this
-user has been most active, if its next start falls within D; otherwise at once
-(DESIGN §3.1). The histogram has 168 buckets (Monday 00:00 local = 0) in the user's
+user has been most active among the hours that begin within D (the current one
+included); if the user was never active in any of them, at once (DESIGN §3.1: "if it
+falls within D"; a daily habit spreads over seven buckets, so the single best hour
+of the week would rarely fall within a day and `within` would mean little).
+
+The histogram has 168 buckets (Monday 00:00 local = 0) in the user's
 `traits.timezone`, fed by the events in `EVENTS` (opens, clicks, sessions, views).
 
 Decay without touching every bucket on every event: an event at time t adds
@@ -108,26 +112,12 @@ def label(bucket: int) -> str:
     return f"{_DAYS[bucket // 24]} {bucket % 24:02d}:00"
 
 
-def next_start(bucket: int, at_ms: int, tz: str | None, fallback_tz: str = "UTC") -> int:
-    """The first instant >= at_ms inside local hour-of-week `bucket` (at_ms if inside now)."""
-    offset = utc_offset_ms(tz, at_ms, fallback_tz)
-    now_bucket = hour_of_week(at_ms, tz, fallback_tz)
-    if now_bucket == bucket:
-        return at_ms
-    local_hour = (at_ms + offset) // HOUR_MS + (bucket - now_bucket) % HOURS
-    target = local_hour * HOUR_MS - offset
-    later = utc_offset_ms(tz, target, fallback_tz)
-    if later != offset:  # a DST change in between: the same wall time, the new offset
-        target = local_hour * HOUR_MS - later
-    return max(target, at_ms)
-
-
 @dataclass(frozen=True, slots=True)
 class Timing:
     """When a best-time send goes, and why (a decision detail)."""
 
     send_ms: int
-    why: str  # no_history | best_hour_now | best_hour | best_hour_beyond_window
+    why: str  # best_hour | best_hour_now | no_activity_in_window | no_history
     best: int | None  # the best bucket, if any
 
     def detail(self) -> dict[str, str | int | float | bool | None]:
@@ -141,16 +131,26 @@ class Timing:
 def timing(
     bt: BestTime | None, at_ms: int, within_ms: int, tz: str | None, fallback_tz: str = "UTC"
 ) -> Timing:
-    top = best_hours(bt, 1)
-    if not top:
+    """The start of the most active hour of the week that begins within `within_ms`
+    (this hour counts, at once); ties go to the sooner. No activity in any of those
+    hours: at once. Each hour's bucket is read at its own instant, so a DST change
+    inside the window moves nothing."""
+    if bt is None:
         return Timing(at_ms, "no_history", None)
-    best = top[0][0]
-    start = next_start(best, at_ms, tz, fallback_tz)
-    if start == at_ms:
-        return Timing(at_ms, "best_hour_now", best)
-    if start - at_ms <= within_ms:
-        return Timing(start, "best_hour", best)
-    return Timing(at_ms, "best_hour_beyond_window", best)
+    counts = _load(bt.counts)
+    offset = utc_offset_ms(tz, at_ms, fallback_tz)
+    hour_start = at_ms - (at_ms + offset) % HOUR_MS
+    best, best_at, weight = None, at_ms, 0
+    for k in range(HOURS):
+        start = at_ms if k == 0 else hour_start + k * HOUR_MS
+        if start - at_ms > within_ms:
+            break
+        bucket = hour_of_week(start, tz, fallback_tz)
+        if counts[bucket] > weight:
+            best, best_at, weight = bucket, start, counts[bucket]
+    if best is None:
+        return Timing(at_ms, "no_activity_in_window" if any(counts) else "no_history", None)
+    return Timing(best_at, "best_hour_now" if best_at == at_ms else "best_hour", best)
 
 
 def describe(bt: BestTime | None, tz: str | None, n: int = 3) -> dict[str, Any]:

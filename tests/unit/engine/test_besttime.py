@@ -75,20 +75,30 @@ def test_a_send_waits_for_the_best_hour_within_the_window() -> None:
     assert fired.detail["timing"] == "best_hour"
 
 
-def test_a_best_hour_beyond_the_window_or_no_history_sends_at_once() -> None:
+def test_no_activity_in_the_window_or_no_history_sends_at_once() -> None:
     run = Run(make_engine(FLOW.replace("WITHIN", "2h")))
-    _active_at_19_berlin(run)
+    _active_at_19_berlin(run)  # Mon .. Wed evenings; nothing at midday
     noon = MONDAY + 3 * D + 10 * H
     run.send(ev("cart_add", noon, "a"))
     [trigger] = run.triggers()
     assert trigger.deadline == iso(noon)
     [fired] = run.decisions("fired")
-    assert (fired.detail["timing"], fired.detail["best_hour"]) == (
-        "best_hour_beyond_window",
-        "Wed 19:00",  # the newest of three equal evenings; next Wednesday is 6 days away
-    )
+    assert (fired.detail["timing"], fired.detail["best_hour"]) == ("no_activity_in_window", None)
     fresh = Run(make_engine(FLOW.replace("WITHIN", "24h"))).send(ev("cart_add", noon, "a"))
     assert [d.detail["timing"] for d in fresh.decisions("fired")] == ["no_history"]
+
+
+def test_the_best_hour_within_the_window_wins_over_a_better_one_beyond_it() -> None:
+    bt = None
+    for week in range(4):  # Saturdays at 10:00 UTC, four of them: the best of the week
+        bt = record(bt, MONDAY + 5 * D + 10 * H + week * 7 * D, "UTC")
+    bt = record(bt, MONDAY + 4 * 7 * D + 20 * H, "UTC")  # once, a Monday 20:00
+    monday_noon = MONDAY + 4 * 7 * D + 7 * D + 12 * H
+    chosen = besttime.timing(bt, monday_noon, D, "UTC")
+    assert (chosen.why, besttime.label(chosen.best or 0)) == ("best_hour", "Mon 20:00")
+    assert chosen.send_ms == monday_noon + 8 * H
+    inside = besttime.timing(bt, monday_noon + 8 * H + 30 * M, D, "UTC")
+    assert inside.why == "best_hour_now"  # within that hour: at once
 
 
 def test_describe_names_the_best_hours_in_the_users_zone() -> None:
@@ -106,8 +116,9 @@ def test_no_histogram_is_kept_when_no_rule_sends_at_the_best_hour() -> None:
     assert run.state is not None and run.state.activity is None
 
 
-def test_next_start_keeps_the_wall_time_across_a_dst_change() -> None:
-    saturday = 1_711_756_800_000  # 2024-03-30T00:00Z; Berlin springs forward on the 31st
-    sunday_19_cest = 1_711_904_400_000  # 2024-03-31T17:00Z = 19:00 CEST
-    bucket = hour_of_week(sunday_19_cest, BERLIN)
-    assert besttime.next_start(bucket, saturday + 12 * H, BERLIN) == sunday_19_cest
+def test_a_window_across_a_dst_change_reads_each_hour_in_local_time() -> None:
+    sunday_19_cest = 1_711_904_400_000  # 2024-03-31T17:00Z = 19:00 CEST (summer time began)
+    bt = record(None, sunday_19_cest - 7 * D + H, BERLIN)  # 2024-03-24T18:00Z = 19:00 CET
+    saturday_noon = sunday_19_cest - 29 * H  # 2024-03-30T12:00Z
+    chosen = besttime.timing(bt, saturday_noon, 2 * D, BERLIN)
+    assert (chosen.why, chosen.send_ms) == ("best_hour", sunday_19_cest)
