@@ -21,6 +21,7 @@ from nudgeflow.backtest.runner import Backtest
 from nudgeflow.engine.actions import Action
 from nudgeflow.engine.core import Engine
 from nudgeflow.engine.rules import Experiment
+from nudgeflow.engine.steps import Send
 from nudgeflow.engine.timefmt import iso_utc
 
 
@@ -54,6 +55,16 @@ def funnel_rules(engine: Engine) -> list[str]:
     return [name for name, r in engine.rules.items() if r.flow or len(r.program) > 1]
 
 
+def first_sends(engine: Engine) -> dict[str, int | str]:
+    """Per rule, the label of its first send step: where a run is one exposure."""
+    out: dict[str, int | str] = {}
+    for name, rule in engine.rules.items():
+        first = next((n.label for n in rule.program if isinstance(n.action, Send)), 0)
+        if first != 0:
+            out[name] = first
+    return out
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
@@ -69,7 +80,7 @@ def backtest_file(
 ) -> dict[str, Any]:
     """Run one backtest; return the summary (the `--json` object)."""
     read = ReadStats()
-    tally = Tally(funnel_rules(engine))
+    tally = Tally(funnel_rules(engine), first_sends(engine))
     started, cpu_started = time.perf_counter(), time.process_time()
     with ActionWriter(out, decisions, conversions) as writer:
 

@@ -65,13 +65,19 @@ class VariantTally:
 class Tally:
     """Counts per rule and per (rule, variant); feed it every step's actions."""
 
-    def __init__(self, funnel_rules: Collection[str] | None = None) -> None:
+    def __init__(
+        self,
+        funnel_rules: Collection[str] | None = None,
+        exposure_steps: Mapping[str, int | str] | None = None,
+    ) -> None:
         self.rules: dict[str, RuleTally] = {}
         self.variants: dict[tuple[str, str], VariantTally] = {}
         self.triggers = 0
         self.funnel = Funnel()  # per rule and step (engine/funnel.py) ...
         # ... of these rules (None: all); a one-step rule's funnel is its row above
         self.funnel_rules = None if funnel_rules is None else frozenset(funnel_rules)
+        # a run is one exposure: counted at its first send step (0 unless said here)
+        self.exposure_steps = dict(exposure_steps or {})
 
     def _rule(self, name: str) -> RuleTally:
         tally = self.rules.get(name)
@@ -109,7 +115,7 @@ class Tally:
                 rule = self._rule(action.rule)
                 rule.fired += 1
                 variant = self._variant(action.rule, action.variant)
-                if action.step == 0:  # a series is one exposure
+                if action.step == self.exposure_steps.get(action.rule, 0):  # one per run
                     variant.exposures += 1
                 if action.send:
                     rule.sent += 1

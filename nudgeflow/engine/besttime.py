@@ -52,6 +52,7 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 class BestTime(msgspec.Struct, array_like=True):
     ref: int  # epoch ms the weights are relative to
     counts: bytes  # HOURS little-endian uint16
+    hour: int = 0  # the latest epoch hour counted: an hour of activity counts once
 
 
 def _load(data: bytes) -> array[int]:
@@ -75,7 +76,13 @@ def hour_of_week(at_ms: int, tz: str | None, fallback_tz: str = "UTC") -> int:
 
 
 def record(bt: BestTime | None, at_ms: int, tz: str | None, fallback_tz: str = "UTC") -> BestTime:
-    """The histogram with one more activity at `at_ms` (a new value; `bt` is not changed)."""
+    """The histogram with the hour of `at_ms` counted (a new value; `bt` is not changed).
+
+    Each hour with activity counts once (a session of thirty views is one active hour,
+    not thirty), which also makes a burst of events cost one comparison each."""
+    epoch_hour = at_ms // HOUR_MS
+    if bt is not None and epoch_hour == bt.hour:
+        return bt
     if bt is None:
         counts, ref = array("H", bytes(2 * HOURS)), at_ms
     else:
@@ -88,10 +95,11 @@ def record(bt: BestTime | None, at_ms: int, tz: str | None, fallback_tz: str = "
         ref += HALF_LIFE_MS
         weight /= 2
     add = round(weight)
+    latest = max(epoch_hour, bt.hour) if bt is not None else epoch_hour
     if add == 0:  # so old that it has decayed away already
-        return bt if bt is not None else BestTime(ref, _dump(counts))
+        return bt if bt is not None else BestTime(ref, _dump(counts), latest)
     counts[bucket] += add
-    return BestTime(ref, _dump(counts))
+    return BestTime(ref, _dump(counts), latest)
 
 
 def best_hours(bt: BestTime | None, n: int = 3) -> list[tuple[int, float]]:

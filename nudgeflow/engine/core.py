@@ -178,7 +178,9 @@ class Engine:
         if keep is not None:
             record_history(state, etype, ts, props, keep, self.history_horizon_ms)
         if self._best_time and etype in besttime.EVENTS:
-            state.activity = besttime.record(state.activity, ts, user_tz(state), self._fallback_tz)
+            bt = state.activity  # an hour of activity counts once: most events stop here
+            if bt is None or ts // besttime.HOUR_MS != bt.hour:
+                state.activity = besttime.record(bt, ts, user_tz(state), self._fallback_tz)
         if state.fires and (etype in _ENGAGEMENT or etype in self._conversion_rules):
             self._attribute(state, event, actions)
         interested = self._interest.get(etype)

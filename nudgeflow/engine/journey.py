@@ -272,7 +272,10 @@ class Journeys:
         if etype in rule.cancel_on:
             self.end(state, rule, key, run, event.ts, actions, "cancelled", etype)
             return ENDED
-        node = rule.program[run.step]
+        program = rule.program
+        if run.step >= len(program):  # the rule has fewer steps since: its timer ends it
+            return UNMOVED
+        node = program[run.step]
         wait = node.wait
         if wait is None:
             return UNMOVED

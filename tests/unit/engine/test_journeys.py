@@ -371,3 +371,18 @@ def test_the_state_of_a_run_and_the_histogram_round_trip() -> None:
     back = decode_state(encode_state(run.state))
     assert back == run.state
     assert back.next_deadline() == T0 + 3 * D
+
+
+def test_a_run_past_the_end_of_a_shortened_rule_is_ended_not_crashed() -> None:
+    long = make_engine(
+        "templates: {x: X}\nrules: [{name: w, trigger: signup, cancel_on: [stop], steps: "
+        "[{delay: 0s, template: x}, {delay: 1d, template: x}, {delay: 2d, template: x}]}]"
+    )
+    run = Run(long).send(ev("signup", T0, "s")).tick(T0 + D)
+    assert run.state is not None and run.state.armed["w"].step == 2
+    short = make_engine("templates: {x: X}\nrules: [{name: w, trigger: signup, template: x}]")
+    run.engine = short  # a new config version, the same state
+    run.send(ev("login", T0 + D + H, "l"), ev("signup", T0 + D + 2 * H, "s2"))
+    run.tick(T0 + 3 * D)
+    assert run.state.armed == {}
+    assert [t.step for t in run.triggers()] == [0, 1]
