@@ -17,6 +17,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from tests.faults.conftest import (
@@ -34,6 +35,7 @@ from tests.faults.conftest import (
     report,
     wait_delivered,
 )
+from tests.fixtures.kafka import consume_all
 from tests.fixtures.receivers import ReceiverFactory
 from tests.fixtures.workers import WorkerProcess
 
@@ -42,6 +44,12 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(1800 if SLOW else 600)]
 CYCLES = 3 if SLOW else 1
 EVENTS_PER_S = 200
 SETTLE_S = 3.0  # load before the first stop, and between restarts
+
+
+async def trigger_ids(bootstrap: str, topic: str) -> set[str]:
+    """The trigger ids the evaluate side wrote (what delivery had to deliver)."""
+    records = await consume_all(bootstrap, topic, timeout=30)
+    return {msgspec.json.decode(r.value or b"{}")["trigger_id"] for r in records}
 
 
 async def restart(worker: WorkerProcess) -> dict[str, float]:
@@ -98,9 +106,11 @@ async def test_rolling_sigterm_restarts_lose_and_double_nothing(
     began = time.monotonic()
     await asyncio.gather(feed(), roll())
     expected = expected_triggers(config, load.events, tmp_path / "backtest")
-    finished = await wait_delivered(rx, expected, workers)
+    finished = await wait_delivered(rx, expected, workers, stall_s=30.0)
     await asyncio.sleep(5.0)  # a late second copy would show up now
     tally = Tally.of(rx, expected)
+    produced = await trigger_ids(workers[0].broker, f"{workers[0].prefix}.triggers")
+    delivered = {i for i in rx.ids(200) if i is not None}
     report(
         "rolling-restart",
         {
@@ -112,8 +122,14 @@ async def test_rolling_sigterm_restarts_lose_and_double_nothing(
             "restarts": restarts,
             "all_delivered_after_s": round(finished - began, 1) if finished else None,
             "lost_triggers": lost_triggers(rx, expected),
+            "lost_upstream": sorted(set(expected) - produced),
         },
     )
     assert all(r["exit_code"] == 0 for r in restarts), restarts
-    assert (tally.lost, tally.unexpected) == (0, 0), tally.line()
+    # Delivery: every trigger on <prefix>.triggers reached the receiver, exactly once.
+    assert sorted(produced - delivered) == [], "delivery lost triggers it had read"
     assert tally.duplicates == 0, f"{tally.line()} {duplicated_ids(rx)}"
+    # End to end: the evaluate side wrote every trigger the backtest fires.
+    lost_upstream = sorted(set(expected) - produced)
+    assert lost_upstream == [], f"never written to <prefix>.triggers: {lost_upstream}"
+    assert (tally.lost, tally.unexpected) == (0, 0), tally.line()
