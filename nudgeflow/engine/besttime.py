@@ -148,12 +148,14 @@ def timing(
     counts = _load(bt.counts)
     offset = utc_offset_ms(tz, at_ms, fallback_tz)
     hour_start = at_ms - (at_ms + offset) % HOUR_MS
+    hours = min(HOURS - 1, max(0, (at_ms + within_ms - hour_start) // HOUR_MS))
+    steady = utc_offset_ms(tz, hour_start + hours * HOUR_MS, fallback_tz) == offset
+    first = hour_of_week(at_ms, tz, fallback_tz)
     best, best_at, weight = None, at_ms, 0
-    for k in range(HOURS):
+    for k in range(hours + 1):
         start = at_ms if k == 0 else hour_start + k * HOUR_MS
-        if start - at_ms > within_ms:
-            break
-        bucket = hour_of_week(start, tz, fallback_tz)
+        # one offset all through the window: the buckets follow on; else ask per hour (DST)
+        bucket = (first + k) % HOURS if steady else hour_of_week(start, tz, fallback_tz)
         if counts[bucket] > weight:
             best, best_at, weight = bucket, start, counts[bucket]
     if best is None:

@@ -187,7 +187,9 @@ class Engine:
         if interested is None:
             interested = self._interested(etype)
         for rule in interested:
-            self._react(state, rule, event, actions)
+            # not a trigger and no run to meet: nothing to do (most activity events)
+            if rule.keyed or rule.name in armed or etype in rule.triggers:
+                self._react(state, rule, event, actions)
         if armed and self._any_due(armed, ts):
             self._fire_until(state, ts, now_ms, actions)
         return Step(state, actions)

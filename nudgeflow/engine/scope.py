@@ -29,13 +29,21 @@ def user_view(state: UserState) -> dict[str, Any]:
 
 
 def cart_view(state: UserState) -> dict[str, Any]:
-    return {
-        "items": [
+    """One pass over the cart (read by every `cart.` expression and every template);
+    value and count as `computed_cart_value` and `cart_count` give them."""
+    items = []
+    value: float = 0
+    count = 0
+    for pid, i in state.cart.items():
+        items.append(
             {"product_id": pid, "product_name": i.name, "price": i.price, "quantity": i.qty}
-            for pid, i in state.cart.items()
-        ],
-        "value": state.computed_cart_value(),
-        "count": state.cart_count(),
+        )
+        value += i.price * i.qty
+        count += i.qty
+    return {
+        "items": items,
+        "value": state.cart_value if state.cart_value is not None else round(value, 2),
+        "count": count,
         "currency": state.currency,
     }
 

@@ -122,3 +122,42 @@ def test_a_window_across_a_dst_change_reads_each_hour_in_local_time() -> None:
     saturday_noon = sunday_19_cest - 29 * H  # 2024-03-30T12:00Z
     chosen = besttime.timing(bt, saturday_noon, 2 * D, BERLIN)
     assert (chosen.why, chosen.send_ms) == ("best_hour", sunday_19_cest)
+
+
+def _timing_per_hour(bt: besttime.BestTime, at: int, within: int, tz: str) -> tuple[int, str]:
+    """The definition, hour by hour: each hour's bucket read at its own instant."""
+    offset = besttime.utc_offset_ms(tz, at)
+    hour_start = at - (at + offset) % H
+    best, best_at, weight = None, at, 0
+    counts = besttime._load(bt.counts)
+    for k in range(HOURS):
+        start = at if k == 0 else hour_start + k * H
+        if start - at > within:
+            break
+        bucket = hour_of_week(start, tz)
+        if counts[bucket] > weight:
+            best, best_at, weight = bucket, start, counts[bucket]
+    return best_at, "none" if best is None else besttime.label(best)
+
+
+@given(
+    activity=st.lists(st.integers(0, 60 * 24), min_size=1, max_size=40),
+    at=st.integers(60 * 24, 90 * 24),
+    within_h=st.integers(0, 200),
+    tz=st.sampled_from(["UTC", BERLIN, "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe"]),
+)
+def test_timing_steps_through_the_window_as_the_definition_does(
+    activity: list[int], at: int, within_h: int, tz: str
+) -> None:
+    base = 1_709_251_200_000  # 2024-03-01: the window may cross the March DST changes
+    bt = None
+    for h in sorted(activity):
+        bt = record(bt, base + h * H + 7 * M, tz)
+    assert bt is not None
+    at_ms = base + at * H + 13 * M
+    chosen = besttime.timing(bt, at_ms, within_h * H, tz)
+    expected = _timing_per_hour(bt, at_ms, within_h * H, tz)
+    assert (
+        chosen.send_ms,
+        besttime.label(chosen.best) if chosen.best is not None else "none",
+    ) == expected
