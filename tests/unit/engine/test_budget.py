@@ -324,10 +324,14 @@ DEFAULT_OUTPUTS = {
 
 
 def test_default_templates_render_exactly_as_before() -> None:
+    """The templates that predate the budgets render byte for byte as before; templates
+    added since (the journeys' cart_*.j2) render under the default budget."""
     templates = Templates(DEFAULTS, secret=SECRET)
-    assert templates.names() == sorted(DEFAULT_OUTPUTS)
+    assert set(DEFAULT_OUTPUTS) <= set(templates.names())
     for name, expected in DEFAULT_OUTPUTS.items():
         assert templates.render(name, SAMPLE_CONTEXT) == expected
+    for name in set(templates.names()) - set(DEFAULT_OUTPUTS):
+        assert templates.render(name, SAMPLE_CONTEXT).strip()
 
 
 ORDINARY: list[tuple[str, str]] = [
