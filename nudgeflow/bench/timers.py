@@ -39,6 +39,7 @@ from nudgeflow.engine.state import UserState
 from nudgeflow.events.model import Event
 from nudgeflow.tables import timers as timer_index
 from nudgeflow.tables import users as user_table
+from nudgeflow.tables.single import SinglePartitionTable
 
 log = logging.getLogger(__name__)
 
@@ -48,29 +49,6 @@ DELAY_MS = configs.TIMER_DELAY_S * 1000
 # Events/s assumed for placing the first deadline after a seeded load (no rate measured):
 # half what the worker applies on this machine, so every arming event is in before it.
 SEEDED_RATE = 400.0
-
-
-class _Store:
-    """A single-partition stand-in for the Faust table: the mapping calls the table
-    helpers make, and `data._dbs` where `tables.timers` finds the partition's DB."""
-
-    def __init__(self, db: Rdict) -> None:
-        self.db = db
-        self.data = self
-        self._dbs = {0: db}
-
-    def get(self, key: bytes, default: Any = None) -> Any:
-        value = self.db.get(key)
-        return default if value is None else value
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.db[key] = value
-
-    def pop(self, key: bytes, default: Any = None) -> Any:
-        value = self.db.get(key)
-        if value is not None:
-            del self.db[key]
-        return default if value is None else value
 
 
 def _armed(engine: Engine, user: str, ts: int, now: int) -> UserState:
@@ -90,7 +68,7 @@ def fire_cost_ms(pending: int, directory: Path, due: int = DUE) -> float:
     path = directory / f"timers-{pending}.rdb"
     db = Rdict(str(path), Options(raw_mode=True))
     try:
-        store = _Store(db)
+        store = SinglePartitionTable(db)
         template = user_table.encode_state(_armed(engine, "p", now, now))
         future = now + DELAY_MS
         batch = WriteBatch(raw_mode=True)
@@ -115,7 +93,7 @@ def fire_cost_ms(pending: int, directory: Path, due: int = DUE) -> float:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _fire(engine: Engine, store: _Store, now: int) -> int:
+def _fire(engine: Engine, store: SinglePartitionTable, now: int) -> int:
     """The evaluate agent's fire path (agents/evaluate.py fire_timers + store)."""
     table: Any = store
     fired = 0

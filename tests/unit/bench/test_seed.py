@@ -10,7 +10,6 @@ from aiokafka.partitioner import DefaultPartitioner
 from rocksdict import Options, Rdict
 
 from nudgeflow.bench import configs, seed
-from nudgeflow.bench.timers import _Store
 from nudgeflow.config.build import build_engine
 from nudgeflow.config.loader import load_config
 from nudgeflow.engine.core import Engine
@@ -18,6 +17,7 @@ from nudgeflow.engine.state import decode_state
 from nudgeflow.events.model import Event
 from nudgeflow.tables import timers as timer_index
 from nudgeflow.tables import users as user_table
+from nudgeflow.tables.single import SinglePartitionTable as _Store
 
 NOW = int(time.time() * 1000)
 

@@ -8,11 +8,12 @@ from pathlib import Path
 from rocksdict import Options, Rdict
 
 from nudgeflow.bench import configs
-from nudgeflow.bench.timers import _armed, _fire, _Store, fire_cost_ms
+from nudgeflow.bench.timers import _armed, _fire, fire_cost_ms
 from nudgeflow.config.build import build_engine
 from nudgeflow.config.loader import load_config
 from nudgeflow.tables import timers as timer_index
 from nudgeflow.tables import users as user_table
+from nudgeflow.tables.single import SinglePartitionTable as _Store
 
 
 def test_fire_cost_is_measured_with_every_due_timer_fired(tmp_path: Path) -> None:

@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import rocksdict
 
 from nudgeflow.tables import delivered
 from nudgeflow.tables.delivered import DELIVERED, RETRYING, Sweeper
+from nudgeflow.tables.single import SinglePartitionTable
 
 
-class OneDbTable:
-    """The TableView the helpers need, over one rocksdict DB as partition 0."""
-
-    def __init__(self, path: Path) -> None:
-        self.db = rocksdict.Rdict(str(path), options=rocksdict.Options(raw_mode=True))
-        self.data = SimpleNamespace(_dbs={0: self.db})
-
-    def get(self, key: bytes, default: Any = None) -> Any:
-        value = self.db.get(key)
-        return default if value is None else value
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.db[key] = value
-
-    def pop(self, key: bytes, default: Any = None) -> Any:
-        value = self.db.get(key)
-        if value is not None:
-            del self.db[key]
-        return default if value is None else value
-
-    def stored(self) -> list[bytes]:
-        return [bytes(k) for k in self.db.keys()]  # noqa: SIM118 (Rdict iterates items)
+def OneDbTable(path: Path) -> SinglePartitionTable:
+    return SinglePartitionTable(
+        rocksdict.Rdict(str(path), options=rocksdict.Options(raw_mode=True))
+    )
 
 
 def test_first_mark_is_filed_once_and_expires_with_its_entry(tmp_path: Path) -> None:
@@ -41,12 +22,12 @@ def test_first_mark_is_filed_once_and_expires_with_its_entry(tmp_path: Path) -> 
     key = delivered.key("trg-1", "zapier")
     delivered.mark(t, key, RETRYING, now_ms=1_000, ttl_ms=500)
     delivered.mark(t, key, DELIVERED, now_ms=1_200, ttl_ms=500)  # a later state: not refiled
-    assert sorted(t.stored()) == [delivered.expiry_key(1_500, key), key]
+    assert sorted(t.stored_keys()) == [delivered.expiry_key(1_500, key), key]
     sweeper = Sweeper()
     assert sweeper.sweep(t, 0, now_ms=1_499, limit=10) == 0
     assert t.get(key) == DELIVERED
     assert sweeper.sweep(t, 0, now_ms=1_500, limit=10) == 1
-    assert t.stored() == []
+    assert t.stored_keys() == []
 
 
 def test_sweeps_in_expiry_order_up_to_the_limit_and_leaves_the_rest(tmp_path: Path) -> None:
@@ -56,7 +37,7 @@ def test_sweeps_in_expiry_order_up_to_the_limit_and_leaves_the_rest(tmp_path: Pa
     sweeper = Sweeper()
     assert sweeper.sweep(t, 0, now_ms=1_450, limit=3) == 3  # trg-0..2 (expired at 1000..1200)
     assert sweeper.sweep(t, 0, now_ms=1_450, limit=3) == 2  # trg-3, trg-4; trg-5 is at 1500
-    alive = {k for k in t.stored() if not k.startswith(delivered.INDEX)}
+    alive = {k for k in t.stored_keys() if not k.startswith(delivered.INDEX)}
     assert alive == {delivered.key(f"trg-{n}", "d") for n in range(5, 10)}
     assert sweeper.sweep(t, 1, now_ms=10**12, limit=3) == 0  # a partition not open here
 
@@ -70,7 +51,7 @@ def test_a_reopened_partition_is_scanned_from_the_start(tmp_path: Path) -> None:
     t.db[delivered.expiry_key(50, b"b|d")] = b"1"  # filed below the old floor
     t.db[b"b|d"] = DELIVERED
     assert sweeper.sweep(t, 0, now_ms=100, limit=5) == 1
-    assert t.stored() == []
+    assert t.stored_keys() == []
 
 
 def test_a_partition_is_scanned_at_most_every_so_often(tmp_path: Path) -> None:
