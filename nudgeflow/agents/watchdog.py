@@ -12,7 +12,7 @@ Why an interrupt: a call past its budget is abandoned, and its thread is told to
 render (Jinja templates are compiled to Python) ends at once instead of burning a core
 for its remaining seconds. It cannot cut short one C operation that holds the GIL
 (a huge `**`, a 200 MB `%`): the engine's budgets refuse those before they start
-(engine/budget.py); nothing in-process can preempt them.
+(engine/sandbox/); nothing in-process can preempt them.
 
 Why retire the thread: a stop request may land just after its call ended, anywhere in
 that thread. A thread that got one never takes another call, so a late stop can only

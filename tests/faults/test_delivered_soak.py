@@ -46,7 +46,12 @@ SAMPLE_S = 5.0
 pytestmark = [
     pytest.mark.kafka,
     pytest.mark.timeout(7200),
-    pytest.mark.skipif(not WEBHOOKS, reason="opt-in: NUDGEFLOW_SOAK_WEBHOOKS=N"),
+    pytest.mark.skipif(
+        not WEBHOOKS,
+        reason="a soak measurement (minutes of load, sized by NUDGEFLOW_SOAK_WEBHOOKS=N), run "
+        "by hand for docs/reliability.md; CI checks expiry in "
+        "tests/integration/delivery/test_dedupe_expiry.py",
+    ),
 ]
 
 
