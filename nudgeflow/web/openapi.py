@@ -233,6 +233,13 @@ def _admin_paths() -> Json:
         **{"404": _response("No experiment on this rule", _ref("Error"))},
     )
     experiment["get"]["parameters"] = [_path_param("rule")]
+    rule = _admin_get(
+        "One rule's funnel: entered, sent, suppressed, exited and converted per step",
+        "get_rule",
+        "The rule's funnel",
+        **{"404": _response("No such rule", _ref("Error"))},
+    )
+    rule["get"]["parameters"] = [_path_param("rule")]
     console_ws = _admin_get("Live console feed (WebSocket)", "ws_console", "unused")
     responses = console_ws["get"]["responses"]
     responses.pop("200")
@@ -243,6 +250,7 @@ def _admin_paths() -> Json:
         "/users/{user_id}": user,
         "/experiments": _admin_get("Every experiment", "list_experiments", "Experiments"),
         "/experiments/{rule}": experiment,
+        "/rules/{rule}": rule,
         "/console/stats": _admin_get("Console statistics", "console_stats", "Statistics"),
         "/ws/console": console_ws,
         "/": {

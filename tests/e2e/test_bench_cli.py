@@ -50,7 +50,9 @@ def test_live_scenarios_print_their_figures(kafka_bootstrap: str) -> None:
     tp = by_scenario["throughput"]
     assert tp["events"] == 200
     assert tp["events_per_s"] > 0 and tp["bare_faust_events_per_s"] > 0
-    assert tp["ratio_vs_bare_faust"] == round(tp["events_per_s"] / tp["bare_faust_events_per_s"], 3)
+    # The ratio is computed before its two rates are rounded for printing: 0.001 apart at most.
+    ratio = tp["events_per_s"] / tp["bare_faust_events_per_s"]
+    assert abs(tp["ratio_vs_bare_faust"] - ratio) <= 0.0015
     assert (
         by_scenario["timers"]["pending"] == 2000 and by_scenario["timers"]["fire_1000_due_ms"] > 0
     )
@@ -67,4 +69,5 @@ def test_backtest_scenario_needs_no_broker() -> None:
     assert row["events"] == 2000
     assert row["triggers"] > 0  # the default rules fire on the synthetic shop
     assert row["no_rules_events_per_s"] > 0
-    assert row["ratio_vs_no_rules"] == round(row["events_per_s"] / row["no_rules_events_per_s"], 3)
+    ratio = row["events_per_s"] / row["no_rules_events_per_s"]  # from the rounded rates
+    assert abs(row["ratio_vs_no_rules"] - ratio) <= 0.0015
