@@ -27,6 +27,7 @@ from typing import Any, Protocol, cast
 
 from nudgeflow.engine import besttime
 from nudgeflow.engine.actions import Action, Decision, DecisionOutcome, Scalar, Trigger
+from nudgeflow.engine.consent import REASON as CONSENT
 from nudgeflow.engine.decisions import DEFAULT_VARIANT, run_decision
 from nudgeflow.engine.ids import arming_key, trigger_id
 from nudgeflow.engine.limits import cap_allows, quiet_until
@@ -94,6 +95,7 @@ class _Firing:
     actions: list[Action]
     at_iso: str
     timing: dict[str, Scalar] | None = None  # a best-hour send: how it was timed
+    destinations: tuple[str, ...] | None = None  # consent kept only these (None: all)
     fired_at: str = ""  # set once the checks pass (with armed_iso)
     armed_iso: str = ""
 
@@ -151,6 +153,9 @@ class Firer:
         checks: list[_Check] = []
         if rule.when is not None or (isinstance(send, Send) and send.when is not None):
             checks.append(self._when)
+        consent = self.limits.consent
+        if consent is not None and isinstance(send, Send) and not consent.exempt(send.destinations):
+            checks.append(self._consent)
         if rule.cooldown_ms is not None and (rule.flow or index == 0):
             checks.append(self._cooldown)
         if self.limits.quiet_hours is not None:
@@ -230,7 +235,16 @@ class Firer:
 
     def _consent(self, f: _Firing) -> int | None:
         """The consent hook (DESIGN §3.2): a marketing send to an unsubscribed user is
-        `suppressed` with reason `consent` here, before cooldown and the cap count it."""
+        `suppressed` with reason `consent` here, before cooldown and the cap count it; a send
+        with transactional destinations too goes to those only (engine/consent.py)."""
+        assert self.limits.consent is not None
+        kept = self.limits.consent.allowed(f.state, f.send.destinations)
+        if kept is None:
+            return None
+        if not kept:
+            f.decide("suppressed", CONSENT)
+            return _STEP
+        f.destinations = kept
         return None
 
     def _cooldown(self, f: _Firing) -> int | None:
@@ -295,7 +309,9 @@ class Firer:
                 late=lateness > LATE_AFTER_MS,
                 lateness_s=lateness / 1000,
                 message=message,
-                destinations=list(f.send.destinations),
+                destinations=list(
+                    f.send.destinations if f.destinations is None else f.destinations
+                ),
                 send=send,
                 fields=trigger_fields(f.state, run),
             )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from nudgeflow.engine.consent import Consent
 from nudgeflow.engine.expressions import Expression
 from nudgeflow.engine.limits import Cap, QuietHours
 from nudgeflow.engine.steps import Node, Reentry, series_program
@@ -115,3 +116,4 @@ class Limits:
     cap: Cap | None = None
     quiet_hours: QuietHours | None = None
     max_runs: int = DEFAULT_MAX_RUNS  # concurrent runs per rule per user; the oldest is evicted
+    consent: Consent | None = None  # DESIGN §3.2: checked before every send (firing.py)

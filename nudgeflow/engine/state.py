@@ -79,6 +79,13 @@ class Fire(msgspec.Struct, array_like=True):
 CONVERTED, OPENED, CLICKED = 1, 2, 4
 
 
+class Sub(msgspec.Struct, array_like=True):
+    """A subscription choice for one category (engine/consent.py) and when it was made."""
+
+    subscribed: bool
+    at: int  # event time of the change
+
+
 class UserState(msgspec.Struct, kw_only=True, omit_defaults=True):
     user_id: str = field(name="u")
     profile: dict[str, Any] = field(default_factory=dict, name="p")
@@ -103,6 +110,9 @@ class UserState(msgspec.Struct, kw_only=True, omit_defaults=True):
     # the best hour) and, per run key, when a run ended (entered, for `reentry: never`).
     activity: BestTime | None = field(default=None, name="bt")
     ended: dict[str, int] | None = field(default=None, name="e")  # made on first use
+    # Consent (DESIGN §3.2): category ("*": all marketing) -> the latest choice. Absent
+    # (every state written before consent existed): subscribed to everything.
+    consent: dict[str, Sub] | None = field(default=None, name="cs")
 
     def next_deadline(self) -> int | None:
         """The earliest deadline of any run (the timer index key), or None."""
