@@ -311,6 +311,7 @@ class Evaluator:
                 metrics.decisions.labels(
                     rule=action.rule, outcome=action.outcome, reason=action.reason or ""
                 ).inc()
+                metrics.count_journey(action)  # the per-step funnel (rule, step)
                 log_decision(action)
                 if value:  # b"": counted, not audited (agents/plan.py, `unaudited`)
                     await self.sender.send(self.topics.decisions, user_key, value, self.partition)
@@ -318,6 +319,7 @@ class Evaluator:
                 metrics.experiment_conversions.labels(
                     rule=action.rule, variant=action.variant, kind=action.kind
                 ).inc()
+                metrics.count_journey(action)
                 await self.sender.send(self.topics.conversions, user_key, value, self.partition)
 
     async def _send_trigger(self, user_key: bytes, record: bytes, started: float | None) -> None:

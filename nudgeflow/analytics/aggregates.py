@@ -228,10 +228,19 @@ class Aggregates:
         if rule is None:
             return None
         return {
-            "rule": rule_name,
-            "journey": rule.flow,
-            "steps": self.funnel.rule(rule_name, rule.program),
+            **self._steps(rule),
             "decisions": dict(sorted(self.decisions.get(rule_name, Counter()).items())),
+        }
+
+    def funnels(self) -> list[dict[str, Any]]:
+        """The console's funnels: every configured rule's steps, as GET /rules/<name> has them."""
+        return [self._steps(rule) for rule in self.rules.values()]
+
+    def _steps(self, rule: Rule) -> dict[str, Any]:
+        return {
+            "rule": rule.name,
+            "journey": rule.flow,
+            "steps": self.funnel.rule(rule.name, rule.program),
         }
 
     def experiments(self) -> list[dict[str, Any]]:

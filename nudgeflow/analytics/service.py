@@ -178,6 +178,7 @@ class Analytics(Service):
                 "triggers.dlq": agg.dead_letters["triggers.dlq"],
             },
             "experiments": agg.experiments(),
+            "funnels": agg.funnels(),  # per rule and step (GET /rules/<name>)
         }
 
 

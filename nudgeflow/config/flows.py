@@ -148,8 +148,8 @@ def flow_problems(
             yield f"{where}.{field}", message
         for field, target in _jumps(step):
             if target is not None and target not in names:
-                known = ", ".join(names) or "no step has a name"
-                yield f"{where}.{field}", f"unknown step {target!r} (named steps: {known})"
+                known = f"named steps: {', '.join(names)}" if names else "no step has a name"
+                yield f"{where}.{field}", f"unknown step {target!r} ({known})"
     loop = _spinning_loop(steps, names)
     if loop:
         path = " -> ".join(f"steps[{i}]" for i in loop)

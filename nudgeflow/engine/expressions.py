@@ -187,7 +187,8 @@ def compile_expression(source: str, budget: Budget = DEFAULT_BUDGET) -> Expressi
     try:
         tree = _ENV.parse("{{ " + source + " }}")
     except TemplateSyntaxError as exc:
-        raise ExpressionError(f"does not compile: {exc.message}") from None
+        message = (exc.message or "").replace("print statement", "expression")  # Jinja's words
+        raise ExpressionError(f"does not compile: {message}") from None
     body = tree.body
     if len(body) != 1 or not isinstance(body[0], nodes.Output) or len(body[0].nodes) != 1:
         raise ExpressionError("must be a single expression")

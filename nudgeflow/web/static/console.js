@@ -134,6 +134,58 @@ function renderExperiments(experiments) {
   root.replaceChildren(...experiments.map(experimentBlock));
 }
 
+// -- funnels: per rule, a row per step (GET /rules/<name> has the same numbers) --
+
+const sumOf = (byReason) => Object.values(byReason).reduce((a, b) => a + b, 0);
+const reasons = (byReason) =>
+  Object.entries(byReason).map(([why, n]) => `${why} ${n}`).join(", ");
+
+function funnelBar(step, widest) {
+  // Entered (pale) and sent (accent) as widths of the rule's widest step.
+  const width = 120, height = 12;
+  const bar = svg("svg", { class: "funnel-bar", width, height, viewBox: `0 0 ${width} ${height}`,
+                           role: "img", "aria-label": `sent ${step.sent} of ${step.entered} entered` });
+  const w = (n) => (widest ? (n / widest) * width : 0);
+  bar.appendChild(svg("rect", { class: "entered", x: 0, y: 0, width: w(step.entered), height }));
+  bar.appendChild(svg("rect", { class: "sent", x: 0, y: 2, width: w(step.sent), height: height - 4 }));
+  return bar;
+}
+
+function funnelBlock(f) {
+  const box = el("div", { class: "funnel", "data-rule": f.rule });
+  box.appendChild(el("h3", {}, f.rule + (f.journey ? " · journey" : "")));
+  const table = el("table");
+  const head = el("tr");
+  ["step", "kind", "entered", "sent", "suppressed", "exited", "converted", ""].forEach(
+    (c) => head.appendChild(el("th", {}, c)));
+  table.appendChild(el("thead")).appendChild(head);
+  const body = table.appendChild(el("tbody"));
+  const widest = Math.max(0, ...f.steps.map((s) => Math.max(s.entered, s.sent)));
+  f.steps.forEach((s) => {
+    const tr = el("tr", { "data-step": String(s.step), "data-kind": s.kind });
+    [String(s.step), s.kind, s.entered, s.sent].forEach((c) => tr.appendChild(el("td", {}, num(c))));
+    for (const [cls, byReason] of [["suppressed", s.suppressed], ["exited", s.exited]]) {
+      const td = el("td", { class: cls, title: reasons(byReason) }, String(sumOf(byReason)));
+      if (sumOf(byReason)) td.appendChild(el("span", { class: "reasons" }, ` (${reasons(byReason)})`));
+      tr.appendChild(td);
+    }
+    tr.appendChild(el("td", { class: "converted" }, num(s.converted)));
+    tr.appendChild(el("td", {})).appendChild(funnelBar(s, widest));
+    body.appendChild(tr);
+  });
+  box.appendChild(table);
+  return box;
+}
+
+let shownFunnels = "";
+
+function renderFunnels(funnels) {
+  const key = JSON.stringify(funnels);
+  if (!funnels || !funnels.length || key === shownFunnels) return; // redraw only on change
+  shownFunnels = key;
+  document.getElementById("funnels").replaceChildren(...funnels.map(funnelBlock));
+}
+
 // -- stats + connection ---------------------------------------------------------
 
 function renderStats(stats) {
@@ -145,6 +197,7 @@ function renderStats(stats) {
   document.getElementById("dlq-triggers").textContent = String(stats.dead_letters["triggers.dlq"]);
   document.getElementById("caught-up").textContent = stats.caught_up ? "" : "catching up with the audit topics…";
   renderCounters(stats.decisions);
+  renderFunnels(stats.funnels);
   renderExperiments(stats.experiments);
 }
 

@@ -2,8 +2,9 @@
 
 The page is opened first; a trigger produced afterwards must appear in the live
 feed (WebSocket), and the experiment chart (SVG) must draw a conversion-rate
-point and a 95% interval per variant that has exposures. Screenshots go to
-test-artifacts/.
+point and a 95% interval per variant that has exposures; the funnel table has a row
+per rule and step (entered, sent, suppressed and exited by reason, converted) with
+its bar. Screenshots go to test-artifacts/.
 """
 
 from __future__ import annotations
@@ -105,6 +106,26 @@ async def test_console_shows_live_triggers_and_the_experiment_chart(start_worker
         assert drawn["points"] == drawn["intervals"] == drawn["exposed"]
         counters = await page.inner_text("#counters")
         assert "cart_reminder" in counters and "ping" in counters
+
+        # The funnel per rule and step: every shopper entered step 0; each was sent the
+        # reminder or held back as control; the buyers' conversions are the step's.
+        step0 = ".funnel[data-rule=cart_reminder] tbody tr[data-step='0']"
+        await page.wait_for_function(
+            f"""(r => {{
+                if (!r) return false;
+                const n = (i) => parseInt(r.children[i].textContent, 10);
+                return n(2) === {len(shoppers)} && n(3) + n(4) === n(2) && n(6) >= 1;
+            }})(document.querySelector("{step0}"))""",
+            timeout=30_000,
+        )
+        row = await page.eval_on_selector(
+            step0,
+            """r => ({cells: [...r.children].slice(0, 7).map(c => c.textContent),
+                      bars: r.querySelectorAll('svg.funnel-bar rect.sent').length})""",
+        )
+        assert row["cells"][:2] == ["0", "send"] and row["bars"] == 1
+        held_back = row["cells"][4]  # "0", or "2 (control 2)": the control group, by reason
+        assert held_back == "0" or held_back.endswith(f"(control {held_back.split()[0]})")
 
         await page.screenshot(path=str(ARTIFACTS / "console.png"), full_page=True)
         await browser.close()

@@ -7,11 +7,13 @@ at which logical time (the trigger's `deadline`), and what was not.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 
 import pytest
 
+from tests.fixtures.metrics import scrape, wait_for_metric
 from tests.fixtures.receivers import Receiver
 from tests.fixtures.workers import WorkerProcess
 from tests.integration.journeys.conftest import event, get_user, now_ms, payloads, wait_for
@@ -62,6 +64,32 @@ async def test_a_click_on_the_first_message_takes_the_branch(
         (d["outcome"], d.get("reason")) for d in view["decisions"] if d["rule"] == "cart_flow"
     ]
     assert ("waited", "message_clicked") in outcomes and ("exited", "completed") in outcomes
+    # The funnel metrics, counted live by the worker (labels: rule and step only).
+    await wait_for_metric(journey_worker.url, _journey("exited", "last_call"), 1, timeout=10)
+    prefix, label = "nudgeflow_journey_", re.compile(r'_total\{rule="cart_flow",step="(.+)"\}$')
+    funnel = {
+        (name[len(prefix) :].split("_total")[0], m[1]): value
+        for name, value in (await scrape(journey_worker.url)).items()
+        if name.startswith(prefix) and (m := label.search(name)) and value
+    }
+    assert funnel == {
+        ("entered", "0"): 2,  # both carts
+        ("entered", "reminder"): 2,
+        ("sent", "reminder"): 2,
+        ("entered", "2"): 2,  # the wait for the click
+        ("entered", "nudge"): 1,  # the idle user, at the timeout
+        ("sent", "nudge"): 1,
+        ("entered", "4"): 1,
+        ("exited", "4"): 1,  # the exit step after the nudge
+        ("entered", "clicked"): 1,  # the clicker
+        ("entered", "last_call"): 1,
+        ("sent", "last_call"): 1,
+        ("exited", "last_call"): 1,  # ran off its last step
+    }
+
+
+def _journey(stage: str, step: str) -> str:
+    return f'nudgeflow_journey_{stage}_total{{rule="cart_flow",step="{step}"}}'
 
 
 async def test_two_orders_get_two_follow_ups(journey_worker: WorkerProcess, hook: Receiver) -> None:

@@ -31,26 +31,6 @@ def rule_with(body: str) -> str:
     ("body", "expected"),
     [
         (
-            "steps: [{wait: {until: clicked, within: 1d, then: clikced}},"
-            " {name: clicked, send: {template: t.j2}}]",
-            "rules[j].steps[0].wait.then: unknown step 'clikced' (named steps: clicked)",
-        ),
-        (
-            "steps: [{name: top, send: {template: t.j2}},"
-            " {branch: {if: 'cart.value > 1', then: top}}]",
-            "rules[j].steps[0]: a loop with no wait on it would spin:"
-            " steps[0] -> steps[1] -> steps[0]",
-        ),
-        (
-            "steps: [{name: top, wait: {delay: 0s}}, {branch: {if: 'true', then: top}}]",
-            "a loop with no wait on it would spin",
-        ),
-        ("steps: [{send: {}}]", "rules[j].steps[0].send.template: a send needs a template"),
-        (
-            "steps: [{wait: {until: message_clicked}}]",
-            "rules[j].steps[0].wait.within: until needs within",
-        ),
-        (
             "steps: [{wait: {delay: 1h, inactivity: 2h}}]",
             "rules[j].steps[0].wait: a wait is exactly one of delay, inactivity or until",
         ),
@@ -76,8 +56,6 @@ def rule_with(body: str) -> str:
             "steps: [{branch: {if: 'cart.value > 1'}}]",
             "rules[j].steps[0].branch: a branch needs then or else",
         ),
-        ("instance: 'event.properties.'", "rules[j].instance: does not compile"),
-        ("entry: 'cart.value > limit'", "rules[j].entry: unknown name 'limit'"),
         ("reentry: sometimes", "rules[j].reentry: reentry 'sometimes': use never, always or after"),
         ("reentry: after 7x", "rules[j].reentry: invalid duration '7x'"),
         (
@@ -100,9 +78,80 @@ def rule_with(body: str) -> str:
     ],
 )
 def test_journey_mistakes_name_rule_step_and_field(body: str, expected: str) -> None:
+    """Other mistakes (the cases of issue 18, item 6 are checked word for word below)."""
     with pytest.raises(ConfigError) as info:
         load(rule_with(body))
     assert expected in str(info.value)
+
+
+LOOP = " (add a wait with a duration)"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        # A jump to an unknown step, from each place a jump can be written.
+        (
+            "steps: [{wait: {until: clicked, within: 1d, then: clikced}},"
+            " {name: clicked, send: {template: t.j2}}]",
+            "rules[j].steps[0].wait.then: unknown step 'clikced' (named steps: clicked)",
+        ),
+        (
+            "steps: [{wait: {until: clicked, within: 1d, else: nowhere}}, {exit: true}]",
+            "rules[j].steps[0].wait.else: unknown step 'nowhere' (no step has a name)",
+        ),
+        (
+            "steps: [{branch: {if: 'cart.value > 1', then: gone}}, {name: here, exit: true}]",
+            "rules[j].steps[0].branch.then: unknown step 'gone' (named steps: here)",
+        ),
+        (
+            "steps: [{split: {a: {weight: 1, then: gone}, b: {weight: 1}}}, {exit: true}]",
+            "rules[j].steps[0].split.a.then: unknown step 'gone' (no step has a name)",
+        ),
+        # A loop with no wait on it (a zero delay is no wait).
+        (
+            "steps: [{name: top, send: {template: t.j2}},"
+            " {branch: {if: 'cart.value > 1', then: top}}]",
+            "rules[j].steps[0]: a loop with no wait on it would spin:"
+            " steps[0] -> steps[1] -> steps[0]" + LOOP,
+        ),
+        (
+            "steps: [{name: top, wait: {delay: 0s}}, {branch: {if: 'true', then: top}}]",
+            "rules[j].steps[0]: a loop with no wait on it would spin:"
+            " steps[0] -> steps[1] -> steps[0]" + LOOP,
+        ),
+        # A send with no template and no rule template to default to.
+        (
+            "steps: [{wait: {delay: 1h}}, {send: {destinations: [zapier]}}]",
+            "rules[j].steps[1].send.template: a send needs a template"
+            " (or the rule's template as default)",
+        ),
+        # An until without within.
+        (
+            "steps: [{wait: {until: message_clicked}}]",
+            "rules[j].steps[0].wait.within: until needs within: how long to wait for the event",
+        ),
+        # instance and entry expressions that do not compile.
+        (
+            "instance: 'event.properties.'",
+            "rules[j].instance: does not compile: expected name or number in 'event.properties.'",
+        ),
+        (
+            "entry: 'cart.value >'",
+            "rules[j].entry: does not compile: unexpected 'end of expression' in 'cart.value >'",
+        ),
+        (
+            "entry: 'cart.value > limit'",
+            "rules[j].entry: unknown name 'limit' (allowed: cart, count, event, now, sum, user)"
+            " in 'cart.value > limit'",
+        ),
+    ],
+)
+def test_the_issue_18_load_errors_word_for_word(body: str, message: str) -> None:
+    """Issue 18, item 6: the whole message, as `nudgeflow` prints it (file: rule.step.field)."""
+    with pytest.raises(ConfigError) as info:
+        load(rule_with(body))
+    assert str(info.value) == f"nudgeflow.yaml: {message}"
 
 
 def test_a_journey_compiles_to_a_program_with_jumps_as_indexes() -> None:

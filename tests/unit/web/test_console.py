@@ -28,7 +28,7 @@ TOPICS = TopicNames("t")
 
 
 def _record(topic: str, value: bytes) -> Any:
-    return SimpleNamespace(topic=topic, value=value)
+    return SimpleNamespace(topic=topic, value=value, headers=())  # as aiokafka hands it over
 
 
 @pytest.fixture
@@ -103,3 +103,38 @@ async def test_experiment_results_route(served: tuple[str, Analytics]) -> None:
     assert (a["exposures"], a["sent"], a["converted"]) == (4, 4, 0)
     assert body["allocation"] == "bandit" and body["bandit"]["a"]["beta"] == 5.0
     assert [e["rule"] for e in listing["experiments"]] == ["cart"]
+
+
+async def test_stats_carry_a_funnel_per_rule_and_step_and_the_page_draws_it(
+    served: tuple[str, Analytics],
+) -> None:
+    url, analytics = served
+    at = "2024-05-01T12:00:00.000Z"
+    sent = Decision(user_id="ana", rule="ping", outcome="fired", at=at, detail={"step": 0})
+    capped = Decision(
+        user_id="bob", rule="ping", outcome="suppressed", reason="cap", at=at, detail={"step": 0}
+    )
+    for d in (sent, capped):
+        # A send made on arrival is also the run's entry at that step (engine/decisions.py).
+        d.detail = {**d.detail, "entered": True}
+        analytics.handle(_record(TOPICS.decisions, encode_action(d)))
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(headers=headers) as s:
+        async with s.get(url + "/console/stats") as resp:
+            stats = await resp.json()
+        async with s.get(url + "/") as resp:
+            html = await resp.text()
+        async with s.get(url + "/static/console.js") as resp:
+            script = await resp.text()
+    counted = ("step", "kind", "entered", "sent", "suppressed", "exited", "converted")
+    shown = {
+        f["rule"]: (f["journey"], [{k: step[k] for k in counted} for step in f["steps"]])
+        for f in stats["funnels"]
+    }
+    empty = {"entered": 0, "sent": 0, "suppressed": {}, "exited": {}, "converted": 0}
+    assert list(shown) == ["cart", "ping"]  # every configured rule, in config order
+    assert shown["cart"] == (False, [{"step": 0, "kind": "send", **empty}])
+    ping = {**empty, "entered": 2, "sent": 1, "suppressed": {"cap": 1}}
+    assert shown["ping"] == (False, [{"step": 0, "kind": "send", **ping}])
+    assert '<div id="funnels">' in html
+    assert "renderFunnels(stats.funnels)" in script and 'class: "funnel"' in script
