@@ -23,7 +23,23 @@ _REASONS = {
     "quiet_hours": "it fell in the user's quiet hours",
     "template_error": "the message template failed to render",
     "control": "the user is in the control group: exposure recorded, nothing sent",
+    "best_time": "waiting for the user's best hour",
 }
+_TIMING = {  # a `send_at: {best_hour}` send: why it went when it did (engine/besttime.py)
+    "best_hour": "at the user's best hour",
+    "best_hour_now": "at once: the user's best hour within the window is this one",
+    "no_activity_in_window": "at once: the user was never active in the hours of the window",
+    "no_history": "at once: no activity recorded for the user yet",
+}
+
+
+def _timed(detail: dict[str, Any]) -> str:
+    """'; timed at the user's best hour (Tue 19:00)', or '' for a send not timed so."""
+    why = detail.get("timing")
+    if why is None:
+        return ""
+    best = f" ({detail['best_hour']})" if detail.get("best_hour") else ""
+    return f"; timed {_TIMING.get(str(why), str(why))}{best}"
 
 
 def _why(d: dict[str, Any]) -> str:
@@ -33,14 +49,18 @@ def _why(d: dict[str, Any]) -> str:
     if outcome == "fired":
         late = f", {detail['lateness_s']} s late" if detail.get("late") else ""
         sent = "" if detail.get("send", True) else f" ({_REASONS['control']})"
-        return f"fired (trigger {d.get('trigger_id')}, variant {d.get('variant')}{late}){sent}"
+        trigger = f"trigger {d.get('trigger_id')}, variant {d.get('variant')}{late}"
+        return f"fired ({trigger}){sent}{_timed(detail)}"
     if outcome == "suppressed":
         text = _REASONS.get(reason or "", reason or "unknown reason")
         extra = f": {detail['error']}" if "error" in detail else ""
         until = f" (until {detail['until']})" if "until" in detail else ""
         return f"suppressed: {text}{until}{extra}"
     if outcome == "deferred":
-        return f"deferred: {_REASONS.get(reason or '', reason)}; fires at {d.get('deadline')}"
+        text = _REASONS.get(reason or "", str(reason))
+        if reason == "best_time" and detail.get("best_hour"):
+            text += f" ({detail['best_hour']} in the user's time zone)"
+        return f"deferred: {text}; fires at {d.get('deadline')}"
     if outcome == "condition_false":
         expr = detail.get("expression")
         return f"not sent: `when` was false at the deadline ({expr}): {reason}"
@@ -61,6 +81,12 @@ def verdict(view: dict[str, Any], rule: str) -> str:
         if armed["due_in_s"] < 0:
             when = f"was due at {armed['deadline']} ({-armed['due_in_s']:.0f} s ago; firing)"
         state = "deferred by quiet hours, " if armed.get("deferred") else ""
+        if latest is not None and (latest["outcome"], latest.get("reason")) == (
+            "deferred",
+            "best_time",
+        ):
+            best = (latest.get("detail") or {}).get("best_hour")
+            state = f"{_REASONS['best_time']}{f' ({best})' if best else ''}, "
         return f"{rule}: armed (step {armed['step']}), {state}{when}"
     if latest is None:
         return f"{rule}: no decision recorded: the rule was never armed for this user"
@@ -82,6 +108,9 @@ def render(view: dict[str, Any], rule: str | None = None) -> str:
         )
         currency = f" {cart['currency']}" if cart.get("currency") else ""
         lines.append(f"Cart: {items}  (value {cart['value']}{currency})")
+    best = best_hours_line(view.get("best_time"))
+    if best:
+        lines.append(best)
     rules = sorted(
         {a["rule"] for a in view.get("armed", [])} | {d["rule"] for d in view.get("decisions", [])}
     )
@@ -105,6 +134,17 @@ def render(view: dict[str, Any], rule: str | None = None) -> str:
     if pending:
         lines += ["", f"Awaiting Kafka ack: {', '.join(p['trigger_id'] for p in pending)}"]
     return "\n".join(lines)
+
+
+def best_hours_line(best_time: dict[str, Any] | None) -> str | None:
+    """'Best hours (Europe/Berlin, half-life 14 days): Tue 19:00 (31%), ...' (GET /users)."""
+    if not best_time:
+        return None
+    hours = ", ".join(f"{h['hour']} ({h['share']:.0%})" for h in best_time["best_hours"])
+    zone = best_time.get("timezone", "UTC")
+    return f"Best hours ({zone}, half-life {best_time.get('half_life_days')} days): " + (
+        hours or "no activity recorded yet"
+    )
 
 
 async def fetch_user(url: str, user_id: str, token: str | None) -> tuple[int, dict[str, Any]]:

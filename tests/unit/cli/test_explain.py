@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from click.testing import CliRunner
 
-from nudgeflow.cli.explain import render, verdict
+from nudgeflow.cli.explain import _why, render, verdict
 from nudgeflow.cli.main import main
+from nudgeflow.tables.timeline import Timeline
+from nudgeflow.web.users import user_view
+from tests.unit.engine.helpers import D, H, Run, ev, iso, make_engine
+from tests.unit.engine.test_besttime import BERLIN, FLOW, MONDAY, _active_at_19_berlin
 
 
 def _d(outcome: str, at: str, **kw: Any) -> dict[str, Any]:
@@ -140,3 +145,39 @@ def test_cli_reports_an_unreachable_worker() -> None:
     result = CliRunner().invoke(main, ["explain", "ana", "--url", "http://127.0.0.1:9"])
     assert result.exit_code == 2
     assert "cannot reach http://127.0.0.1:9" in result.output
+
+
+def test_a_best_time_send_says_the_best_hours_and_why_it_waits_then_goes() -> None:
+    """From a real engine's state and decisions, through GET /users' view as JSON."""
+    run = Run(make_engine(FLOW.replace("WITHIN", "24h")))
+    _active_at_19_berlin(run, days=2)  # Mon and Tue 19:00 Berlin (17:00 UTC)
+    tuesday_noon, best = MONDAY + 8 * D + 10 * H, MONDAY + 8 * D + 17 * H
+
+    def shown(now: int) -> str:
+        audited = Timeline(decisions=[d for d in run.decisions() if d.outcome != "rearmed"])
+        view = msgspec.json.decode(msgspec.json.encode(user_view("u", run.state, audited, now)))
+        return render(view, "j")
+
+    run.send(ev("cart_add", tuesday_noon, "a", traits={"timezone": BERLIN}))
+    waiting = shown(tuesday_noon)
+    assert "Best hours (Europe/Berlin, half-life 14 days): Tue 19:00 (" in waiting
+    assert ", Mon 19:00 (" in waiting
+    assert (
+        "j: armed (step 0), waiting for the user's best hour (Tue 19:00),"
+        f" due at {iso(best)} (in 25200 s)"
+    ) in waiting
+    assert (
+        f"deferred: waiting for the user's best hour (Tue 19:00 in the user's time zone);"
+        f" fires at {iso(best)}"
+    ) in waiting
+    run.tick(best)
+    [trigger] = run.triggers()
+    assert (
+        f"fired (trigger {trigger.trigger_id}, variant default); timed at the user's best hour"
+        in (shown(best))
+    )
+    fresh = Run(make_engine(FLOW.replace("WITHIN", "24h"))).send(ev("cart_add", tuesday_noon, "a"))
+    [fired] = fresh.decisions("fired")
+    assert _why(msgspec.to_builtins(fired)).endswith(
+        "; timed at once: no activity recorded for the user yet"
+    )
