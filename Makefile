@@ -14,7 +14,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= $(or $(shell command -v python3.11),$(shell command -v python3),python3.11)
 KAFKA_VERSION ?= 4.1.1
-PYTEST_FLAGS ?= -q -ra --durations=15 --junitxml=test-artifacts/junit.xml
+PYTEST_FLAGS ?= -q -ra --durations=15
+# The suite runs in two passes: everything but the fault suite spread over TEST_PROCS
+# processes (each with its own broker; most of these tests wait on timers and sockets),
+# then tests/faults alone, one test at a time, because its tests put a worker under load
+# and measure what it does (lag, latency, losses) and must not share the CPUs.
+TEST_PROCS ?= 2
 
 # Debian packages only the suite needs (the console in a browser, promtool, the compose
 # file's validation); each is installed (after `apt-get update`) only if missing.
@@ -58,7 +63,12 @@ kafka-jars: $(VENV)/.installed
 	@$(BIN)/python -m nudgeflow.kafka.jars $(KAFKA_VERSION)
 
 test: install
-	$(BIN)/pytest $(PYTEST_FLAGS)
+	@rc=0; \
+	$(BIN)/pytest $(PYTEST_FLAGS) -n $(TEST_PROCS) --dist loadfile \
+	    --junitxml=test-artifacts/junit.xml --ignore=tests/faults tests || rc=$$?; \
+	$(BIN)/pytest $(PYTEST_FLAGS) --junitxml=test-artifacts/junit-faults.xml tests/faults \
+	    || rc=$$?; \
+	exit $$rc
 
 dev: install-run
 	$(BIN)/nudgeflow dev

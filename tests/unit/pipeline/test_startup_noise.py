@@ -9,17 +9,35 @@ import pytest
 from nudgeflow.pipeline import provision
 
 
+class _Kept(logging.Handler):
+    """Keeps what reaches the fetcher's logger, whatever other tests in this process did to
+    propagation and levels (an in-process `dictConfig` may disable or re-level loggers)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def test_transient_client_errors_are_debug_during_start_up(
-    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fetcher = logging.getLogger("aiokafka.consumer.fetcher")
-    provision.quiet_startup_noise(window_s=60)
-    with caplog.at_level(logging.DEBUG, logger="aiokafka"):
+    monkeypatch.setattr(fetcher, "disabled", False)
+    monkeypatch.setattr(fetcher, "level", logging.DEBUG)
+    kept = _Kept()
+    fetcher.addHandler(kept)
+    try:
+        provision.quiet_startup_noise(window_s=60)
         fetcher.error("Failed fetch offsets from 1: [Error 6] NotLeaderForPartitionError: x")
         fetcher.error("Unexpected error in fetcher routine")  # not a known transient
         provision.quiet_startup_noise(window_s=0)  # the window has passed
         fetcher.error("Failed fetch offsets from 1: [Error 6] NotLeaderForPartitionError: y")
-    assert [(r.levelname, r.getMessage()[-1]) for r in caplog.records] == [
+    finally:
+        fetcher.removeHandler(kept)
+    assert [(r.levelname, r.getMessage()[-1]) for r in kept.records] == [
         ("DEBUG", "x"),
         ("ERROR", "e"),
         ("ERROR", "y"),
