@@ -9,6 +9,10 @@ cannot set headers on a WebSocket, so the token may come as `?access_token=`.
 WebSocket messages (JSON): `{"type": "snapshot", "feed": [...], "stats": {...}}`
 once, then `{"type": "feed", "item": {...}}` per trigger or decision and
 `{"type": "stats", "stats": {...}}` every STATS_EVERY_S.
+
+`stats.destinations` is each webhook destination's circuit as this worker sees it
+(`destinations()`: the same numbers as the `nudgeflow_circuit_breaker_state`,
+`nudgeflow_circuit_failure_ratio` and `nudgeflow_delivery_waiting` metrics).
 """
 
 from __future__ import annotations
@@ -16,14 +20,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from nudgeflow.analytics.service import Analytics
+from nudgeflow.observability import metrics
 from nudgeflow.web.auth import require_token
 
 STATIC = Path(__file__).resolve().parent / "static"
 STATS_EVERY_S = 2.0
+CIRCUIT_STATES = {0: "closed", 1: "half-open", 2: "open"}  # metrics.circuit_state's values
+
+
+def _by_destination(collector: Any) -> dict[str, float]:
+    return {
+        sample.labels["destination"]: sample.value
+        for family in collector.collect()
+        for sample in family.samples
+        if "destination" in sample.labels
+    }
+
+
+def destinations() -> list[dict[str, Any]]:
+    """Per destination, from this worker's metrics: its circuit's state, the failed share
+    of its calls in the breaker's window, and the deliveries parked for it (waiting for
+    the circuit) in the partitions this worker owns."""
+    states = _by_destination(metrics.circuit_state)
+    ratios = _by_destination(metrics.circuit_failure_ratio)
+    waiting = _by_destination(metrics.delivery_waiting)
+    return [
+        {
+            "destination": name,
+            "state": CIRCUIT_STATES.get(int(states.get(name, 0)), "closed"),
+            "failure_ratio": ratios.get(name),
+            "waiting": int(waiting.get(name, 0)),
+        }
+        for name in sorted(states.keys() | ratios.keys() | waiting.keys())
+    ]
 
 
 class ConsoleViews:
@@ -33,8 +67,11 @@ class ConsoleViews:
     async def index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
 
+    def _stats(self) -> dict[str, Any]:
+        return {**self.analytics.stats(), "destinations": destinations()}
+
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.analytics.stats())
+        return web.json_response(self._stats())
 
     async def websocket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=30.0)
@@ -43,7 +80,7 @@ class ConsoleViews:
         reader = asyncio.create_task(_until_closed(ws))
         try:
             feed = self.analytics.aggregates.recent()
-            await ws.send_json({"type": "snapshot", "feed": feed, "stats": self.analytics.stats()})
+            await ws.send_json({"type": "snapshot", "feed": feed, "stats": self._stats()})
             loop = asyncio.get_running_loop()
             next_stats = loop.time() + STATS_EVERY_S
             while not ws.closed and not reader.done():
@@ -52,7 +89,7 @@ class ConsoleViews:
                     item = await asyncio.wait_for(queue.get(), timeout=wait)
                     await ws.send_json({"type": "feed", "item": item})
                 if loop.time() >= next_stats:
-                    await ws.send_json({"type": "stats", "stats": self.analytics.stats()})
+                    await ws.send_json({"type": "stats", "stats": self._stats()})
                     next_stats = loop.time() + STATS_EVERY_S
         except ConnectionResetError:
             pass  # the browser went away mid-send

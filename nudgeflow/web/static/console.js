@@ -198,6 +198,7 @@ function renderStats(stats) {
   document.getElementById("caught-up").textContent = stats.caught_up ? "" : "catching up with the audit topics…";
   renderCounters(stats.decisions);
   renderFunnels(stats.funnels);
+  renderDestinations(stats.destinations || []); // destinations.js
   renderExperiments(stats.experiments);
 }
 
