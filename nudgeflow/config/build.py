@@ -38,4 +38,4 @@ def build_engine(
     templates = Templates(
         config.templates_dir, secret=secret, inline=config.inline_templates, budget=budget
     )
-    return Engine(config.rules, config.limits, templates)
+    return Engine(config.rules, config.limits, templates, dedupe=config.dedupe)

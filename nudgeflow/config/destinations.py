@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from nudgeflow.config.addresses import ForbiddenAddress, check_literal_url
+from nudgeflow.config.fields import Name
 
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)/(s|m|h)$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
@@ -52,6 +53,9 @@ class Destination(BaseModel):
     rate_limit: str | None = None  # e.g. "25/s"
     concurrency: int = Field(8, ge=1, le=256)
     allow_private: bool = False
+    # consent (DESIGN §3.2): `marketing` (the default) or any category is subject to the
+    # user's subscription; `transactional` is sent whatever it is
+    category: Name = "marketing"
 
     @field_validator("rate_limit")
     @classmethod

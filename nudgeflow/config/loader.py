@@ -14,16 +14,24 @@ echoed in errors, so secrets stay out of logs.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from nudgeflow.config.consent import (
+    ConsentModel,
+    DedupeModel,
+    compile_consent,
+    compile_dedupe,
+    consent_problems,
+)
 from nudgeflow.config.destinations import DeliverySettings, Destination
 from nudgeflow.config.rules import (
     LimitsModel,
@@ -34,6 +42,7 @@ from nudgeflow.config.rules import (
 )
 from nudgeflow.config.settings import SettingsError, resolve_settings
 from nudgeflow.engine.rules import Limits, Rule
+from nudgeflow.engine.state import Dedupe
 
 DEFAULTS_DIR = Path(__file__).resolve().parent.parent / "defaults"
 DEFAULT_CONFIG = DEFAULTS_DIR / "nudgeflow.yaml"
@@ -57,6 +66,8 @@ class ConfigFile(BaseModel):
     delivery: DeliverySettings = Field(default_factory=lambda: DeliverySettings.model_validate({}))
     templates_dir: str | None = None  # relative to the file; default ./templates if present
     templates: dict[str, str] = {}  # inline templates by name (win over files)
+    consent: ConsentModel | None = None  # none: no consent check (config/consent.py)
+    dedupe: DedupeModel = Field(default_factory=DedupeModel)
     rules: list[RuleModel] = []
 
 
@@ -69,8 +80,9 @@ class NudgeflowConfig:
     templates_dir: Path | None
     inline_templates: dict[str, str]
     rules: tuple[Rule, ...]
-    limits: Limits
+    limits: Limits  # with the consent check (limits.consent), if configured
     file: ConfigFile
+    dedupe: Dedupe = dataclasses.field(default_factory=Dedupe)
 
 
 def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> NudgeflowConfig:
@@ -123,8 +135,12 @@ def load_config_text(
         templates_dir=_templates_dir(model, base_dir),
         inline_templates=dict(model.templates),
         rules=tuple(compile_rule(r, all_destinations=names) for r in model.rules),
-        limits=compile_limits(model.limits),
+        limits=replace(
+            compile_limits(model.limits),
+            consent=compile_consent(model.consent, model.destinations),
+        ),
         file=model,
+        dedupe=compile_dedupe(model.dedupe),
     )
 
 
@@ -210,6 +226,7 @@ def _problems(model: ConfigFile, data: Mapping[str, Any], base_dir: Path) -> Ite
         resolve_settings(model.settings, env={}, flags={})
     except SettingsError as exc:
         yield str(exc)
+    yield from consent_problems(model.consent)
     templates_dir = _templates_dir(model, base_dir)
     if templates_dir is not None and not templates_dir.is_dir():
         yield f"templates_dir: directory {model.templates_dir!r} not found"

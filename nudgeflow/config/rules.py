@@ -36,6 +36,7 @@ from nudgeflow.config.flows import (
     flow_templates,
     is_flow,
 )
+from nudgeflow.engine.attribution import DEFAULT_CONVERSION_EVENT, DEFAULT_CONVERSION_WITHIN_MS
 from nudgeflow.engine.durations import parse_duration
 from nudgeflow.engine.limits import Cap, QuietHours
 from nudgeflow.engine.rules import DEFAULT_MAX_RUNS, Experiment, Limits, Rule, SeriesStep, Variant
@@ -261,6 +262,9 @@ def compile_rule(rule: RuleModel, *, all_destinations: Sequence[str]) -> Rule:
     if rule.conversion is not None:
         extra["conversion_event"] = rule.conversion.event
         extra["conversion_within_ms"] = _ms(rule.conversion.within)
+    elif rule.experiment is None or rule.experiment.conversion is None:
+        extra["conversion_event"] = DEFAULT_CONVERSION_EVENT  # every rule is attributed
+        extra["conversion_within_ms"] = DEFAULT_CONVERSION_WITHIN_MS
     return Rule(
         name=rule.name,
         triggers=frozenset(rule.trigger),

@@ -100,6 +100,7 @@ class Conversion(msgspec.Struct, kw_only=True, omit_defaults=True):
     at: str
     exposed_at: str
     step: int | str | None = None  # the step whose send it is attributed to
+    revenue: float | None = None  # a conversion's properties.revenue / total / value
 
 
 Action = Trigger | Decision | Conversion

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from nudgeflow.engine import besttime
-from nudgeflow.engine.actions import Action, Conversion
+from nudgeflow.engine.actions import Action
+from nudgeflow.engine.attribution import Attributor
 from nudgeflow.engine.experiments import BanditPosteriors
 from nudgeflow.engine.expressions import Expression
 from nudgeflow.engine.firing import Firer, Renderer
@@ -36,30 +37,24 @@ from nudgeflow.engine.rules import RUN_SEP, Limits, Rule
 from nudgeflow.engine.runs import Starter, rule_of
 from nudgeflow.engine.scope import user_tz
 from nudgeflow.engine.state import (
-    CLICKED,
-    CONVERTED,
-    OPENED,
     Armed,
+    Dedupe,
     Fire,
     UserState,
     apply_cart,
+    id_digest,
     merge_traits,
     new_state,
     record_history,
-    remember_id,
+    remember_digest,
+    seen_digest,
 )
 from nudgeflow.engine.steps import Branch, Send
-from nudgeflow.engine.timefmt import iso_utc
 
 if TYPE_CHECKING:
     from nudgeflow.events.model import Event
 
 _CART_TYPES = frozenset({"cart_add", "cart_remove", "purchase"})
-ConversionKind = Literal["conversion", "opened", "clicked"]
-_ENGAGEMENT: dict[str, tuple[ConversionKind, int]] = {
-    "message_opened": ("opened", OPENED),
-    "message_clicked": ("clicked", CLICKED),
-}
 _MAX_FIRES_PER_CALL = 10_000  # guards against a pathological re-arm loop
 _UNKNOWN_RANK = (0, 0)  # a rule no longer in the config: priority 0, order 0
 _NONE: frozenset[str] = frozenset()
@@ -80,22 +75,20 @@ class Engine:
         rules: Sequence[Rule],
         limits: Limits | None = None,
         templates: Renderer | None = None,
+        dedupe: Dedupe | None = None,
     ) -> None:
         self.rules: dict[str, Rule] = {r.name: r for r in rules}
         self.limits = limits or Limits()
+        self.dedupe = dedupe or Dedupe()
+        self._consent = self.limits.consent  # DESIGN §3.2 (engine/consent.py)
         # firing order among due timers: (deadline, -priority, config order, name)
         self._rank = {r.name: (-r.priority, i) for i, r in enumerate(rules)}
         self._listens = {r.name: interest(r) for r in rules}
         self._own_key = {r.name: frozenset({r.name}) for r in rules}
         self._interest: dict[str, tuple[Rule, ...]] = {}
         self._history(rules)
-        conv: dict[str, list[Rule]] = {}
-        within = 30 * 86_400_000
-        for r in rules:
-            if r.conversion_event is not None:
-                conv.setdefault(r.conversion_event, []).append(r)
-                within = max(within, r.conversion_within_ms or 0)
-        self._conversion_rules = {t: tuple(rs) for t, rs in conv.items()}
+        self.attributor = Attributor(rules, self._converted)  # engine/attribution.py
+        within = max(30 * 86_400_000, self.attributor.within_ms)
         # `send_at: {best_hour}` anywhere: keep each user's hour-of-week histogram
         self._best_time = any(
             isinstance(n.action, Send) and n.action.send_at is not None
@@ -127,6 +120,11 @@ class Engine:
         self._history_keep = {t: frozenset(p) for t, p in keep.items()}
         self.history_horizon_ms = horizon
 
+    def _converted(self, rule: Rule, fire: Fire) -> None:
+        bandit = self.bandits.get(rule.name)
+        if bandit is not None:
+            self.bandits[rule.name] = bandit.with_conversion(fire.variant)
+
     def _exposed(self, rule: Rule, variant: str) -> None:
         bandit = self.bandits.get(rule.name)
         if bandit is not None:
@@ -157,8 +155,11 @@ class Engine:
         if state is None:
             state = new_state(event.user_id)
         event_id = event.event_id
-        if event_id is not None and event_id in state.seen_ids:
-            return Step(state, [], duplicate=True)
+        digest = None
+        if event_id is not None:
+            digest = id_digest(event_id)
+            if seen_digest(state, digest, event_id):
+                return Step(state, [], duplicate=True)
         actions: list[Action] = []
         ts = event.ts
         armed = state.armed
@@ -166,12 +167,15 @@ class Engine:
             self._fire_until(state, ts, now_ms, actions)
         if ts > state.last_ts:
             state.last_ts = ts
-        if event_id is not None:
-            remember_id(state, event_id, ts)
+        if digest is not None:
+            remember_digest(state, digest, ts, self.dedupe)
         props = event.properties
         if event.traits:
             merge_traits(state, event.traits)
         etype = event.type
+        consent = self._consent
+        if consent is not None and (etype in consent.events or event.traits):
+            consent.observe(state, etype, props, event.traits, ts)
         if etype in _CART_TYPES or "cart_value" in props or "currency" in props:
             apply_cart(state, etype, props)
         keep = self._history_keep.get(etype)
@@ -181,8 +185,8 @@ class Engine:
             bt = state.activity  # an hour of activity counts once: most events stop here
             if bt is None or ts // besttime.HOUR_MS != bt.hour:
                 state.activity = besttime.record(bt, ts, user_tz(state), self._fallback_tz)
-        if state.fires and (etype in _ENGAGEMENT or etype in self._conversion_rules):
-            self._attribute(state, event, actions)
+        if state.fires and self.attributor.wants(etype):
+            self.attributor.attribute(state, etype, props, ts, actions)
         interested = self._interest.get(etype)
         if interested is None:
             interested = self._interested(etype)
@@ -285,55 +289,6 @@ class Engine:
         etype = event.type
         if etype in rule.triggers and etype not in rule.cancel_on:
             self._starter.trigger(state, rule, event, actions, consumed)
-
-    def _attribute(self, state: UserState, event: Event, actions: list[Action]) -> None:
-        """Opens/clicks by trigger_id; conversions to the rule's latest send (last touch)."""
-        etype, ts = event.type, event.ts
-        engagement = _ENGAGEMENT.get(etype)
-        if engagement is not None:
-            tid = event.properties.get("trigger_id")
-            kind, flag = engagement
-            for fire in state.fires:
-                if fire.trigger_id == tid and not fire.flags & flag:
-                    fire.flags |= flag
-                    actions.append(self._conversion(state, fire, kind, etype, ts))
-                    break
-        for rule in self._conversion_rules.get(etype, ()):
-            latest = None
-            for fire in state.fires:
-                if (
-                    fire.rule == rule.name
-                    and fire.at <= ts
-                    and (latest is None or fire.at >= latest.at)
-                ):
-                    latest = fire
-            within = rule.conversion_within_ms
-            if (
-                latest is not None
-                and not latest.flags & CONVERTED
-                and (within is None or ts - latest.at <= within)
-            ):
-                latest.flags |= CONVERTED
-                bandit = self.bandits.get(rule.name)
-                if bandit is not None:
-                    self.bandits[rule.name] = bandit.with_conversion(latest.variant)
-                actions.append(self._conversion(state, latest, "conversion", etype, ts))
-
-    @staticmethod
-    def _conversion(
-        state: UserState, fire: Fire, kind: ConversionKind, etype: str, ts: int
-    ) -> Conversion:
-        return Conversion(
-            user_id=state.user_id,
-            rule=fire.rule,
-            variant=fire.variant,
-            trigger_id=fire.trigger_id,
-            kind=kind,
-            event_type=etype,
-            at=iso_utc(ts),
-            exposed_at=iso_utc(fire.at),
-            step=fire.step,
-        )
 
 
 def _expressions(rule: Rule) -> list[Expression]:

@@ -11,7 +11,9 @@ the same thing:
 * suppressed: `suppressed` by its reason, and `condition_false` (a `when` skipped it);
 * exited: `cancelled` (by the exit_on event type), `exited` (exit, completed,
   restarted, ...), `evicted`;
-* converted: a `conversion` attributed to the step's send (Conversion.step).
+* converted: a `conversion` attributed to the step's send (Conversion.step), with its
+  revenue; counted by engine/attribution.py's `Attribution`, which also has them per
+  variant (and the opens and clicks).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nudgeflow.engine.actions import Action, Conversion, Decision
+from nudgeflow.engine.attribution import Attribution
 from nudgeflow.engine.steps import Label, Node
 
 Stage = tuple[str, str | None]  # (entered | sent | suppressed | exited, reason)
@@ -61,6 +64,7 @@ class StepCounts:
     suppressed: Counter[str] = field(default_factory=Counter)
     exited: Counter[str] = field(default_factory=Counter)
     converted: int = 0
+    revenue: float = 0.0
 
     def add_n(self, stage: str, reason: str | None, n: int = 1) -> None:
         if stage == "entered":
@@ -79,6 +83,7 @@ class StepCounts:
             "suppressed": dict(sorted(self.suppressed.items())),
             "exited": dict(sorted(self.exited.items())),
             "converted": self.converted,
+            "revenue": round(self.revenue, 2),
         }
 
 
@@ -94,7 +99,7 @@ class Funnel:
 
     def __init__(self) -> None:
         self.raw: dict[_Key, int] = {}
-        self.converted: dict[tuple[str, Label], int] = {}
+        self.attribution = Attribution()  # conversions, revenue, opens, clicks
 
     def add_decision(self, d: Decision) -> None:
         detail = d.detail
@@ -111,9 +116,7 @@ class Funnel:
         raw[key] = raw.get(key, 0) + 1
 
     def add_conversion(self, c: Conversion) -> None:
-        if c.kind == "conversion" and c.step is not None:
-            key = (c.rule, c.step)
-            self.converted[key] = self.converted.get(key, 0) + 1
+        self.attribution.add(c)
 
     def add(self, actions: Iterable[Action]) -> None:
         for action in actions:
@@ -130,9 +133,9 @@ class Funnel:
             counts = out.setdefault(step, StepCounts())
             for stage, why in _stages(outcome, reason, entered, send):
                 counts.add_n(stage, why, n)
-        for (name, step), n in self.converted.items():
-            if name == rule:
-                out.setdefault(step, StepCounts()).converted += n
+        for step, earned in self.attribution.by_step(rule).items():
+            counts = out.setdefault(step, StepCounts())
+            counts.converted, counts.revenue = earned.converted, earned.revenue
         return out
 
     def rule(self, name: str, program: Sequence[Node] = ()) -> list[dict[str, Any]]:

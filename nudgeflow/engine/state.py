@@ -8,7 +8,9 @@ bookkeeping; rule semantics live in `core.py`.
 
 from __future__ import annotations
 
+import hashlib
 from bisect import bisect_right
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
@@ -18,8 +20,8 @@ from msgspec import field
 from nudgeflow.engine.actions import Decision
 from nudgeflow.engine.besttime import BestTime
 
-MAX_SEEN_IDS = 64  # recent event ids kept for dedupe ...
-SEEN_WINDOW_MS = 86_400_000  # ... and for at most a day of event time
+DEDUPE_IDS = 1_000  # recent event ids kept per user for dedupe (the `dedupe:` default) ...
+DEDUPE_WITHIN_MS = 7 * 86_400_000  # ... and for at most 7 days of event time
 MAX_HISTORY = 256  # history entries kept (also bounded by the rules' longest window)
 MAX_CART_ITEMS = 100
 MAX_RECENT_FIRES = 32  # fired triggers kept for open/click/conversion attribution
@@ -97,6 +99,11 @@ class UserState(msgspec.Struct, kw_only=True, omit_defaults=True):
     last_fire: dict[str, int] = field(default_factory=dict, name="lf")  # rule -> ms (cooldown)
     fire_times: list[int] = field(default_factory=list, name="ft")  # all rules (global cap)
     fires: list[Fire] = field(default_factory=list, name="f")
+    # Dedupe (see remember_id): 8-byte digests of the recent event ids and, 4 bytes each,
+    # the event time (s) of each, oldest first. `s`/`st` are the lists states written
+    # before issue 19 hold; they are folded into the digests at the next event.
+    seen_digests: bytes = field(default=b"", name="sd")
+    seen_secs: bytes = field(default=b"", name="ss")
     seen_ids: list[str] = field(default_factory=list, name="s")
     seen_ts: list[int] = field(default_factory=list, name="st")
     last_ts: int = field(default=0, name="t")  # largest event time applied
@@ -150,25 +157,85 @@ def new_state(user_id: str) -> UserState:
 # -- projections ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Dedupe:
+    """The `dedupe:` setting: at most `ids` event ids per user, none older than
+    `within_ms` before the user's newest event time."""
+
+    ids: int = DEDUPE_IDS
+    within_ms: int = DEDUPE_WITHIN_MS
+
+
+_DIGEST = 8
+_SECS = 4
+
+
+def id_digest(event_id: str) -> bytes:
+    """A stable 8-byte digest of an event id (two ids share one with odds ~N^2 / 2^64)."""
+    return hashlib.blake2b(event_id.encode(), digest_size=_DIGEST).digest()
+
+
 def seen(state: UserState, event_id: str | None) -> bool:
-    return event_id is not None and event_id in state.seen_ids
+    return event_id is not None and seen_digest(state, id_digest(event_id), event_id)
 
 
-def remember_id(state: UserState, event_id: str | None, ts: int) -> None:
-    """Keep the last MAX_SEEN_IDS ids, none older than SEEN_WINDOW_MS before the newest."""
-    if event_id is None:
-        return
-    ids, times = state.seen_ids, state.seen_ts
-    ids.append(event_id)
-    times.append(ts)
-    n = len(ids)
-    drop = n - MAX_SEEN_IDS if n > MAX_SEEN_IDS else 0
-    floor = state.last_ts - SEEN_WINDOW_MS
-    while drop < n and times[drop] < floor:
+def seen_digest(state: UserState, digest: bytes, event_id: str) -> bool:
+    """Was this id applied? One substring search over the digests (a memchr-speed scan of
+    8 bytes per id, no per-id Python object), so a state costs nothing per id to decode."""
+    if state.seen_ids and event_id in state.seen_ids:
+        return True
+    blob = state.seen_digests
+    i = blob.find(digest)
+    while i >= 0:
+        if i % _DIGEST == 0:
+            return True
+        i = blob.find(digest, i + 1)  # matched across two digests: look on
+    return False
+
+
+def remember_id(
+    state: UserState, event_id: str | None, ts: int, dedupe: Dedupe | None = None
+) -> None:
+    if event_id is not None:
+        remember_digest(state, id_digest(event_id), ts, dedupe or _DEFAULT_DEDUPE)
+
+
+def remember_digest(state: UserState, digest: bytes, ts: int, dedupe: Dedupe) -> None:
+    """Keep the last `dedupe.ids` ids, none older than `dedupe.within_ms` before the
+    newest event time (state.last_ts); the oldest arrivals go first."""
+    if state.seen_ids:
+        _fold_lists(state)
+    secs = min(max(ts // 1000, 0), 0xFFFFFFFF).to_bytes(_SECS, "big")
+    digests = state.seen_digests + digest
+    times = state.seen_secs + secs
+    n = len(times) // _SECS
+    drop = n - dedupe.ids if n > dedupe.ids else 0
+    floor = (state.last_ts - dedupe.within_ms) // 1000
+    while drop < n and int.from_bytes(times[drop * _SECS : (drop + 1) * _SECS]) < floor:
         drop += 1
     if drop:
-        del ids[:drop]
-        del times[:drop]
+        digests = digests[drop * _DIGEST :]
+        times = times[drop * _SECS :]
+    state.seen_digests = digests
+    state.seen_secs = times
+
+
+def _fold_lists(state: UserState) -> None:
+    """A state from before issue 19: its id list becomes digests (same order)."""
+    ids, times = state.seen_ids, state.seen_ts
+    state.seen_digests = b"".join(id_digest(i) for i in ids) + state.seen_digests
+    state.seen_secs = (
+        b"".join(min(max(t // 1000, 0), 0xFFFFFFFF).to_bytes(_SECS, "big") for t in times)
+        + state.seen_secs
+    )
+    state.seen_ids, state.seen_ts = [], []
+
+
+def seen_count(state: UserState) -> int:
+    return len(state.seen_secs) // _SECS + len(state.seen_ids)
+
+
+_DEFAULT_DEDUPE = Dedupe()
 
 
 def merge_traits(state: UserState, traits: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from nudgeflow.bench import configs, seed
 from nudgeflow.config.build import build_engine
 from nudgeflow.config.loader import load_config
 from nudgeflow.engine.core import Engine
-from nudgeflow.engine.state import decode_state
+from nudgeflow.engine.state import decode_state, seen, seen_count
 from nudgeflow.events.model import Event
 from nudgeflow.tables import timers as timer_index
 from nudgeflow.tables import users as user_table
@@ -40,7 +40,7 @@ def test_first_event_writes_the_index_entry_then_the_state_naming_it(engine: Eng
     assert state.indexed == deadline == state.next_deadline() == NOW + 7 * 86_400_000
     assert state.armed["re_engagement"].deadline == deadline
     assert [(d.rule, d.outcome) for d in state.recent] == [("re_engagement", "armed")]
-    assert state.seen_ids == ["e1"]
+    assert seen(state, "e1") and seen_count(state) == 1
 
 
 def test_a_state_with_nothing_armed_gets_no_index_entry(engine: Engine) -> None:

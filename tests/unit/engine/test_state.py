@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from nudgeflow.engine.state import (
+    DEDUPE_IDS,
+    DEDUPE_WITHIN_MS,
     MAX_HISTORY,
-    MAX_SEEN_IDS,
-    SEEN_WINDOW_MS,
     Armed,
+    Dedupe,
     apply_cart,
     count_events,
     decode_state,
@@ -15,6 +16,7 @@ from nudgeflow.engine.state import (
     record_history,
     remember_id,
     seen,
+    seen_count,
     sum_property,
 )
 
@@ -51,14 +53,64 @@ def test_empty_state_is_tiny() -> None:
 
 def test_dedupe_ids_are_bounded_by_count_and_time() -> None:
     s = new_state("u")
+    small = Dedupe(ids=64, within_ms=86_400_000)
     for i in range(200):
         s.last_ts = i
-        remember_id(s, f"e{i}", i)
-    assert len(s.seen_ids) == MAX_SEEN_IDS and seen(s, "e199") and not seen(s, "e0")
-    s.last_ts = 1000 + SEEN_WINDOW_MS
-    remember_id(s, "late", s.last_ts)
-    assert s.seen_ids == ["late"]
+        remember_id(s, f"e{i}", i, small)
+    assert seen_count(s) == 64 and seen(s, "e199") and seen(s, "e136") and not seen(s, "e135")
+    s.last_ts = 1000 + small.within_ms
+    remember_id(s, "late", s.last_ts, small)
+    assert seen_count(s) == 1 and seen(s, "late") and not seen(s, "e199")
     assert not seen(s, None)
+
+
+def test_the_default_dedupe_keeps_1000_ids_or_7_days() -> None:
+    assert DEDUPE_IDS >= 1000 and DEDUPE_WITHIN_MS == 7 * 86_400_000
+    s = new_state("u")
+    day = 86_400_000
+    for i in range(1200):  # 1,200 ids within a day: the last 1,000 stay
+        s.last_ts = i
+        remember_id(s, f"e{i}", i)
+    assert seen_count(s) == 1000 and seen(s, "e200") and not seen(s, "e199")
+    s.last_ts = 6 * day  # yesterday's batch re-sent six days later is still a duplicate
+    remember_id(s, "next", s.last_ts)
+    assert seen(s, "e500")
+    s.last_ts = 8 * day  # beyond 7 days: forgotten
+    remember_id(s, "later", s.last_ts)
+    assert not seen(s, "e500") and seen(s, "next") and seen(s, "later")
+
+
+def test_dedupe_state_with_1000_ids_is_12_bytes_an_id_and_round_trips() -> None:
+    s = new_state("user-000001")
+    for i in range(1000):
+        remember_id(s, f"4b0f6f8e-8d2c-4b7e-9a51-{i:012d}", 1_700_000_000_000 + i)
+    size = len(encode_state(s))
+    assert 12_000 <= size < 12_100  # docs/performance.md: the dedupe window's cost
+    back = decode_state(encode_state(s))
+    assert seen(back, "4b0f6f8e-8d2c-4b7e-9a51-000000000999") and not seen(back, "x")
+
+
+def test_a_state_written_before_issue_19_keeps_its_ids() -> None:
+    import msgspec
+
+    old = msgspec.msgpack.encode({"u": "u", "s": ["a", "b"], "st": [1000, 2000], "t": 2000})
+    s = decode_state(old)
+    assert seen(s, "a") and seen(s, "b") and not seen(s, "c")
+    s.last_ts = 3000
+    remember_id(s, "c", 3000)  # folds the old list into the digests, in order
+    assert s.seen_ids == [] and seen_count(s) == 3 and seen(s, "a") and seen(s, "c")
+
+
+def test_an_id_matching_across_two_digests_is_not_seen() -> None:
+    from nudgeflow.engine.state import id_digest
+
+    s = new_state("u")
+    remember_id(s, "a", 1)
+    remember_id(s, "b", 2)
+    straddle = (id_digest("a") + id_digest("b"))[4:12]  # bytes 4-11: not on an 8-byte boundary
+    from nudgeflow.engine.state import seen_digest
+
+    assert not seen_digest(s, straddle, "z")
 
 
 def test_history_is_bounded_by_window_and_count_and_sorted() -> None:
