@@ -3,11 +3,19 @@
 Every cycle invents fresh users and walks each through one story, posting the
 events to the worker's own HTTP API exactly as a shop would:
 
-* ana_N adds $120 to her cart and leaves          -> abandoned_cart
+* ana_N adds $120 to her cart and leaves          -> abandoned_cart, and the
+                                                     cart_recovery journey: a reminder,
+                                                     a second message (over $100), a
+                                                     last one at her best hour
+* fay_N adds $80 and clicks the reminder          -> cart_recovery's click branch:
+                                                     its last call (she did not buy)
 * ben_N views three products and buys nothing     -> browse_abandonment
 * cleo_N logs in once and never comes back        -> re_engagement
 * dan_N signs up                                  -> welcome_series (two steps)
 * eve_N buys something                            -> post_purchase
+
+The click is posted by the demo receiver when fay's reminder arrives (`Clicks`), as
+a shop's click tracking would: a `message_clicked` naming the trigger id.
 """
 
 from __future__ import annotations
@@ -48,6 +56,15 @@ def story(cycle: int, now_ms: int) -> list[dict[str, Any]]:
             quantity=1,
             currency="USD",
         ),
+        ev(
+            "fay",
+            "cart_add",
+            product_id="sku-6",
+            product_name="Yoga mat",
+            price=80.0,
+            quantity=1,
+            currency="USD",
+        ),
         ev("ben", "product_view", 0, product_id="sku-2", product_name="Rain jacket"),
         ev("ben", "product_view", 1, product_id="sku-3", product_name="Wool socks"),
         ev("ben", "product_view", 2, product_id="sku-4", product_name="Headlamp"),
@@ -63,6 +80,43 @@ def story(cycle: int, now_ms: int) -> list[dict[str, Any]]:
             currency="USD",
         ),
     ]
+
+
+def click_for(payload: dict[str, Any], now_ms: int) -> dict[str, Any] | None:
+    """The click fay_N makes on her first cart_recovery message (None for any other)."""
+    user = str(payload.get("user_id", ""))
+    if payload.get("rule") != "cart_recovery" or not user.startswith("fay_"):
+        return None
+    if str(payload.get("step")) != "1":  # the reminder: the journey's first send
+        return None
+    return {
+        "event_id": f"click-{payload.get('trigger_id')}",
+        "user_id": user,
+        "type": "message_clicked",
+        "ts": now_ms,
+        "properties": {"trigger_id": payload.get("trigger_id"), "rule": "cart_recovery"},
+    }
+
+
+class Clicks:
+    """The demo receiver's stand-in for click tracking: posts `click_for` to the worker."""
+
+    def __init__(self, events_url: str, token: str | None = None) -> None:
+        self.events_url = events_url
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def __call__(self, payload: dict[str, Any]) -> None:
+        click = click_for(payload, int(time.time() * 1000))
+        if click is None:
+            return
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(self.events_url, json=[click], headers=self.headers) as resp,
+            ):
+                log.info("demo traffic: %s clicked -> %d", click["user_id"], resp.status)
+        except aiohttp.ClientError as exc:
+            log.info("demo traffic: click not posted (%s)", exc)
 
 
 class DemoTraffic(Service):

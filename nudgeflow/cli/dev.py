@@ -18,23 +18,24 @@ from typing import Any
 from mode import Service
 
 from nudgeflow import worker
-from nudgeflow.cli.demo import DemoTraffic
+from nudgeflow.cli.demo import Clicks, DemoTraffic
 from nudgeflow.config.loader import DEV_CONFIG, load_config
 from nudgeflow.config.settings import resolve_settings
 from nudgeflow.kafka.broker import LocalKafka, free_port
 
 
 class DemoReceiver(Service):
-    def __init__(self, port: int, secret: str, **kwargs: Any) -> None:
+    def __init__(self, port: int, secret: str, clicks: Clicks | None = None, **kwargs: Any) -> None:
         self.port = port
         self.secret = secret
+        self.clicks = clicks
         self._runner: object | None = None
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
         from nudgeflow.cli.receiver import start_demo_receiver
 
-        self._runner = await start_demo_receiver(self.port, self.secret)
+        self._runner = await start_demo_receiver(self.port, self.secret, on_delivery=self.clicks)
 
     async def on_stop(self) -> None:
         if self._runner is not None:
@@ -110,6 +111,8 @@ def run_dev(
         print(banner(kafka.bootstrap, settings.topic_prefix, url, receiver_port), flush=True)
         services: list[Service] = []
         if demo:
-            services += [DemoReceiver(receiver_port, demo_secret), DemoTraffic(url + "/events")]
+            events = url + "/events"
+            receiver = DemoReceiver(receiver_port, demo_secret, Clicks(events))
+            services += [receiver, DemoTraffic(events)]
         with contextlib.suppress(SystemExit):  # Ctrl-C: fall through to stop Kafka
             worker.run(parts, extra=services, loglevel="info", levels=QUIET_LIBRARIES)
