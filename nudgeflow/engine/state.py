@@ -120,6 +120,13 @@ class UserState(msgspec.Struct, kw_only=True, omit_defaults=True):
     # Consent (DESIGN §3.2): category ("*": all marketing) -> the latest choice. Absent
     # (every state written before consent existed): subscribed to everything.
     consent: dict[str, Sub] | None = field(default=None, name="cs")
+    # Identity (engine/identity.py): an id merged into another keeps only `alias_of` (and,
+    # until it is sent, the merge record `moving`); a user remembers the ids it absorbed
+    # and the merges it applied (bounded). All absent on every other state.
+    alias_of: str | None = field(default=None, name="al")
+    moving: bytes | None = field(default=None, name="mv")
+    absorbed: list[str] | None = field(default=None, name="ab")
+    merges: list[str] | None = field(default=None, name="mg")
 
     def next_deadline(self) -> int | None:
         """The earliest deadline of any run (the timer index key), or None."""
