@@ -106,6 +106,8 @@ class Tally:
                 rule = rules.get(action.rule) or self._rule(action.rule)
                 if outcome == "suppressed":
                     rule.suppressed[action.reason or "unknown"] += 1
+                elif outcome == "render_failed":  # over its budget: reason is the limit
+                    rule.suppressed[f"render_failed ({action.reason})"] += 1
                 elif outcome == "not_entered":
                     rule.not_entered[action.reason or "unknown"] += 1
                 else:

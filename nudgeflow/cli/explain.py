@@ -61,6 +61,9 @@ def _why(d: dict[str, Any]) -> str:
         if reason == "best_time" and detail.get("best_hour"):
             text += f" ({detail['best_hour']} in the user's time zone)"
         return f"deferred: {text}; fires at {d.get('deadline')}"
+    if outcome == "render_failed":
+        what = f"template {detail['template']}" if "template" in detail else "expression"
+        return f"not sent: the {what} went over its render budget ({reason}): {detail.get('error')}"
     if outcome == "condition_false":
         expr = detail.get("expression")
         return f"not sent: `when` was false at the deadline ({expr}): {reason}"

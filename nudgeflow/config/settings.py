@@ -79,8 +79,8 @@ class WorkerSettings(BaseModel):
         "handling of every event of TYPE (agents/hooks.py)",
     )
 
-    # Budgets for every template render and `when` evaluation (engine/sandbox/): over
-    # one, that send alone is suppressed (reason `template_error`, its error naming the limit).
+    # Budgets for every template render and `when`/`entry` evaluation (engine/sandbox/): over
+    # one, that send alone is lost, as decision `render_failed` whose reason is the limit.
     render_loop_iterations: int = Field(100_000, ge=1, description="loop iterations per render")
     render_string_length: int = Field(1_000_000, ge=1, description="chars in any one string")
     render_list_length: int = Field(100_000, ge=1, description="items in any one list")

@@ -17,8 +17,11 @@ DEFAULT_VARIANT = "default"
 # What a run does on arriving at a step (the others — rearmed, waited, cancelled, ... —
 # are about a step already reported).
 ARRIVALS = frozenset(
-    {"armed", "fired", "suppressed", "condition_false", "deferred", "branched", "split", "exited"}
-)
+    {
+        "armed", "fired", "suppressed", "condition_false", "render_failed", "deferred",
+        "branched", "split", "exited",
+    }
+)  # fmt: skip
 
 
 def run_decision(

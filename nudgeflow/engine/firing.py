@@ -3,7 +3,10 @@
 The checks run in this order, each a Decision with its reason when it stops the
 send: `when` (the rule's, then the step's: condition_false) -> consent (a hook:
 issue "consent" fills `_consent`) -> cooldown -> quiet hours (deferred or
-suppressed) -> global cap (suppressed) -> template (suppressed). A send that passes
+suppressed) -> global cap (suppressed) -> template (suppressed). A `when` or a
+template that goes over its budget (engine/sandbox/budget.py) is `render_failed`
+instead, its reason the limit ("loop_iterations", "int_bits", ...): that send alone
+is lost, the run and every other user go on (issue 21.1). A send that passes
 them all is a Trigger plus a `fired` Decision; control variants (`send: false`)
 produce the same Trigger with `send=False`, so exposures are comparable across
 variants (they also count towards cooldown and the cap). A `send_at` best-hour
@@ -32,6 +35,7 @@ from nudgeflow.engine.decisions import DEFAULT_VARIANT, run_decision
 from nudgeflow.engine.ids import arming_key, trigger_id
 from nudgeflow.engine.limits import cap_allows, quiet_until
 from nudgeflow.engine.rules import Limits, Rule, Variant
+from nudgeflow.engine.sandbox.budget import limit_of
 from nudgeflow.engine.scope import (
     WhenScope,
     cart_view,
@@ -229,7 +233,11 @@ class Firer:
             if when is not None:
                 ok, why = when.evaluate_in(WhenScope(f.state, f.run, f.at_ms))
                 if not ok:
-                    f.decide("condition_false", why, expression=when.source)
+                    limit = limit_of(why)
+                    if limit is None:
+                        f.decide("condition_false", why, expression=when.source)
+                    else:
+                        f.decide("render_failed", limit, expression=when.source, error=why)
                     return _STEP
         return None
 
@@ -289,7 +297,11 @@ class Firer:
         try:
             return self.templates.render(template, template_context(f))
         except Exception as exc:  # TemplateError and anything a renderer raises
-            f.decide("suppressed", "template_error", error=str(exc)[:500], template=template)
+            limit = getattr(exc, "limit", None)  # set when the render went over its budget
+            if isinstance(limit, str):
+                f.decide("render_failed", limit, error=str(exc)[:500], template=template)
+            else:
+                f.decide("suppressed", "template_error", error=str(exc)[:500], template=template)
             return None
 
     def _emit(self, f: _Firing, message: str) -> None:

@@ -8,7 +8,8 @@ the same thing:
 * entered: an `armed` decision (a step that waits) or one with `detail.entered`
   (the first decision at a step that does not: engine/decisions.py);
 * sent: `fired` with `send: true`; a control variant's exposure is suppressed `control`;
-* suppressed: `suppressed` by its reason, and `condition_false` (a `when` skipped it);
+* suppressed: `suppressed` by its reason, `condition_false` (a `when` skipped it) and
+  `render_failed` (a template, `when` or `entry` over its budget);
 * exited: `cancelled` (by the exit_on event type), `exited` (exit, completed,
   restarted, ...), `evicted`;
 * converted: a `conversion` attributed to the step's send (Conversion.step), with its
@@ -29,7 +30,7 @@ from nudgeflow.engine.steps import Label, Node
 
 Stage = tuple[str, str | None]  # (entered | sent | suppressed | exited, reason)
 _EXITS = {"cancelled": None, "exited": None, "evicted": "evicted"}
-_COUNTED = frozenset({"fired", "suppressed", "condition_false", *_EXITS})
+_COUNTED = frozenset({"fired", "suppressed", "condition_false", "render_failed", *_EXITS})
 
 
 def stages(d: Decision) -> Iterator[Stage]:
@@ -46,8 +47,8 @@ def _stages(outcome: str, reason: str | None, entered: bool, send: bool) -> Iter
         yield ("sent", None) if send else ("suppressed", "control")
     elif outcome == "suppressed":
         yield "suppressed", reason or "unknown"
-    elif outcome == "condition_false":
-        yield "suppressed", "condition_false"
+    elif outcome == "condition_false" or outcome == "render_failed":
+        yield "suppressed", outcome
     elif outcome in _EXITS:
         yield "exited", _EXITS[outcome] or reason or outcome
 

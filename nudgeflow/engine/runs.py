@@ -6,7 +6,8 @@ form, so their states are unchanged) or, for a rule with `instance` or
 A trigger for a run that is active is `already_active` unless the rule says
 `restart: true` (then the old run exits, reason `restarted`, and a new one starts);
 else `reentry` decides (never; after D since the last run of that key ended; always)
-and then `entry` (on the arming event, the cart after it). Keyed rules keep at most
+and then `entry` (on the arming event, the cart after it; an `entry` over its budget
+is `render_failed`, reason the limit, not a silent refusal). Keyed rules keep at most
 `Limits.max_runs` runs per user: the oldest is `evicted`, so a hostile producer
 cannot grow a user's state without bound.
 """
@@ -22,6 +23,7 @@ from nudgeflow.engine.experiments import BanditPosteriors, allocate
 from nudgeflow.engine.ids import arming_key
 from nudgeflow.engine.journey import Journeys, remember_end
 from nudgeflow.engine.rules import RUN_SEP, Rule
+from nudgeflow.engine.sandbox.budget import limit_of
 from nudgeflow.engine.scope import WhenScope, value_of
 from nudgeflow.engine.state import Armed, UserState
 from nudgeflow.engine.steps import REENTRY_ALWAYS, REENTRY_ENDED, REENTRY_NEVER
@@ -88,7 +90,11 @@ class Starter:
                 detail: dict[str, Scalar] = {"expression": rule.entry.source}
                 if why is not None:
                     detail["why"] = why
-                self._refuse(state, rule, run, event, actions, "entry", **detail)
+                limit = limit_of(why)  # over its budget: render_failed naming the limit
+                if limit is None:
+                    self._refuse(state, rule, run, event, actions, "entry", **detail)
+                else:
+                    self._refuse(state, rule, run, event, actions, limit, "render_failed", **detail)
                 return
         if active is not None:  # restart: true
             self.journeys.end(state, rule, key, active, event.ts, actions, "exited", "restarted")
@@ -176,9 +182,10 @@ class Starter:
         event: Event,
         actions: list[Action],
         reason: str,
+        outcome: DecisionOutcome = "not_entered",
+        /,
         **detail: Scalar,
     ) -> None:
-        outcome: DecisionOutcome = "not_entered"
         actions.append(
             run_decision(
                 state.user_id,

@@ -15,7 +15,7 @@ The `money`, `date` and `datetime` filters are formats.py's. Every render runs u
 `Budget` (sandbox/budget.py: loop iterations, string/list/int sizes, output length, wall
 time); going over it is a TemplateError whose reason names the limit
 ("budget exceeded: loop_iterations > 100000") and whose `limit` is that Budget field, so one
-hostile or buggy template costs one suppressed send, never the worker.
+hostile or buggy template costs one send (decision `render_failed`), never the worker.
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ events_duplicate = Counter(
 )
 decisions = Counter(
     "nudgeflow_decisions",
-    "Rule decisions by rule and outcome (reason for suppressions)",
+    "Rule decisions by rule and outcome (reason for suppressions; the limit for render_failed)",
     ["rule", "outcome", "reason"],
     registry=REGISTRY,
 )

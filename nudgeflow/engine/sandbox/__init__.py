@@ -22,7 +22,8 @@ The modules, each below the ones that use it (imports only go down this list):
 
 Over budget raises `BudgetExceeded`, whose message names the limit ("budget exceeded:
 loop_iterations > 100000"); templates.py turns it into a TemplateError with that reason and
-`limit`, expressions.py into a false condition with that reason (`limit_of` reads it back).
+`limit`, expressions.py into a false condition with that reason (`limit_of` reads it back);
+the engine (firing.py, runs.py) records either as decision `render_failed`, reason the limit.
 
 This package is a docstring only: import from the module that defines a name.
 """
