@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Discriminator, Field, Tag
+from pydantic import BeforeValidator, Discriminator, Field, Tag, model_validator
 
 from nudgeflow.config.fields import (
     Duration,
@@ -29,6 +29,11 @@ from nudgeflow.engine.durations import parse_duration
 from nudgeflow.engine.steps import Action, Branch, Exit, Node, Path, Send, SendAt, Split, Wait
 
 KINDS = ("wait", "send", "branch", "split", "exit")
+# How a flow waits for inactivity and then sends: the hint of the errors that meet it.
+INACTIVITY_HINT = (
+    "write journey steps: `- wait: {inactivity: 30m, activity: [...]}` then "
+    "`- send: {template: ...}`"
+)
 
 
 class SeriesStepModel(Strict):
@@ -36,6 +41,15 @@ class SeriesStepModel(Strict):
 
     delay: Duration
     template: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inactivity(cls, value: Any) -> Any:
+        if isinstance(value, dict) and ("inactivity" in value or "activity" in value):
+            raise ValueError(
+                f"a {{delay, template}} step cannot wait for inactivity: {INACTIVITY_HINT}"
+            )
+        return value
 
 
 class WaitModel(Strict):

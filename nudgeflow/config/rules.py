@@ -27,6 +27,7 @@ from nudgeflow.config.fields import (
     compiled_expression,
 )
 from nudgeflow.config.flows import (
+    INACTIVITY_HINT,
     AnyStep,
     FlowStepModel,
     SeriesStepModel,
@@ -187,7 +188,9 @@ def _steps_problems(rule: RuleModel) -> Iterator[tuple[str, str]]:
                 yield key, f"a journey sets {key} in a wait step, not on the rule"
         yield from flow_problems(flow, rule.template)
         return
-    for key in ("delay", "inactivity", "template"):
+    if rule.inactivity is not None:
+        yield "inactivity", f"a rule with steps waits for inactivity in a step: {INACTIVITY_HINT}"
+    for key in ("delay", "template"):
         if getattr(rule, key) is not None:
             yield key, f"a rule with steps sets {key} per step, not on the rule"
     delays = [parse_duration(s.delay) for s in steps if isinstance(s, SeriesStepModel)]

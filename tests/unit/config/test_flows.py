@@ -85,6 +85,10 @@ def test_journey_mistakes_name_rule_step_and_field(body: str, expected: str) -> 
 
 
 LOOP = " (add a wait with a duration)"
+INACTIVITY = (
+    "write journey steps: `- wait: {inactivity: 30m, activity: [...]}` then"
+    " `- send: {template: ...}`"
+)
 
 
 @pytest.mark.parametrize(
@@ -130,6 +134,16 @@ LOOP = " (add a wait with a duration)"
         (
             "steps: [{wait: {until: message_clicked}}]",
             "rules[j].steps[0].wait.within: until needs within: how long to wait for the event",
+        ),
+        # The first complaint: both ways of asking for an inactivity wait in a series
+        # now say how to write it (the step form used to be only "unknown key").
+        (
+            "steps: [{inactivity: 30m, template: t.j2}]",
+            "rules[j].steps[0]: a {delay, template} step cannot wait for inactivity: " + INACTIVITY,
+        ),
+        (
+            "inactivity: 30m\nsteps: [{delay: 1h, template: t.j2}]",
+            "rules[j].inactivity: a rule with steps waits for inactivity in a step: " + INACTIVITY,
         ),
         # instance and entry expressions that do not compile.
         (
