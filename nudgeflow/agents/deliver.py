@@ -27,6 +27,9 @@
   of its destination's `rate_limit` and `concurrency` (delivery/share.py). On each
   revocation and on SIGTERM the in-flight records are handed back or finished and
   their marks flushed before the partitions move (agents/flights.py).
+* Erasure: a forget record on the triggers topic (after every trigger of that user)
+  tombstones the user's timeline and files a forgotten marker; retries and parked
+  deliveries of the user first attempted before it are dropped (tables/erasure.py).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from nudgeflow.observability import metrics
 from nudgeflow.observability.clock import now_ms
 from nudgeflow.observability.metrics import Sample
 from nudgeflow.tables import delivered as delivered_table
+from nudgeflow.tables import erasure
 from nudgeflow.tables.delivered import DEAD, DELIVERED, RETRYING, Sweeper
 from nudgeflow.tables.schema import RAW_TOPIC
 
@@ -92,6 +96,9 @@ class Deliverer:
     # -- handlers (each runs in its record's task) ------------------------------------
 
     async def on_trigger(self, event: EventT, flight: Flight) -> None:
+        if erasure.FORGET_HEADER in headers_of(event):
+            await self.on_forget(event, flight)
+            return
         try:
             trigger = decode_trigger(value_of(event))
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -108,6 +115,22 @@ class Deliverer:
         raw, now = value_of(event), now_ms()
         jobs = [Job(trigger, raw, user_key, n, 1, now, "trigger", replay) for n in names]
         await asyncio.gather(*(self.deliver(job, flight) for job in jobs))
+
+    async def on_forget(self, event: EventT, flight: Flight) -> None:
+        """An erased user: the timeline's tombstone, and retries dropped from now on."""
+        user_key = event.message.key
+        if not user_key:
+            return
+        if not flight.commit():
+            raise Abandoned("forget")
+        ttl_ms = int(self.settings.mark_ttl_s * 1000)
+        erasure.forget(self.table, user_key, now_ms(), ttl_ms)
+        await self.outbox.forget(user_key)
+
+    def _forgotten(self, job: Job) -> bool:
+        """The user was erased after this delivery's first attempt (tables/erasure.py)."""
+        since = erasure.forgotten_since(self.table, job.user_key)
+        return since is not None and job.first_attempt_ms <= since
 
     async def on_retry(self, event: EventT, flight: Flight) -> None:
         await self.deliver(Job.from_retry(event, "retry"), flight)
@@ -138,6 +161,9 @@ class Deliverer:
         key = delivered_table.key(job.trigger.trigger_id, job.name)
         if self._settled(key, job) or key in self._inflight:
             return  # (in flight: the same pair is being attempted right now; that settles it)
+        if job.source != "trigger" and self._forgotten(job):
+            metrics.deliveries.labels(destination=job.name, outcome="forgotten").inc()
+            return
         self._inflight.add(key)
         try:
             step = await self.dispatcher.attempt(
@@ -161,7 +187,7 @@ class Deliverer:
 
     async def _settle(self, job: Job, key: bytes, step: Step) -> None:
         """After a call: audit it, then mark delivered, schedule a retry, or dead-letter."""
-        await self.outbox.audit(job, step)
+        await self.outbox.audit(job, step, timeline=not self._forgotten(job))
         if step.outcome is Outcome.DELIVERED:
             self._mark(key, DELIVERED)
             return

@@ -30,7 +30,7 @@ import msgspec
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
-from nudgeflow.agents import hooks, router
+from nudgeflow.agents import erase, hooks, router
 from nudgeflow.agents.plan import Plan, plan
 from nudgeflow.agents.quarantine import Failed, Guard
 from nudgeflow.agents.watchdog import EngineThreads
@@ -77,6 +77,7 @@ class Evaluator:
         book = attempts.AttemptBook(rt.attempts_direct)
         self.guard = Guard(book, threads, rt.settings.max_attempts)
         self.hook = hooks.parse(rt.settings.test_hook)  # tests only
+        self.eraser = erase.Eraser(rt, self.checkpoint, self.pending)  # agents/erase.py
 
     async def handle_safely(self, event: faust.EventT) -> None:
         """Handle one record; never lose it and never die of it.
@@ -138,6 +139,8 @@ class Evaluator:
         self.partition = message.partition  # the user's: see pipeline/producer.py
         if topic == self.topics.ticks:
             await self.fire_timers(message)
+        elif topic == self.topics.events_by_user and erase.is_request(message):
+            await self.eraser.apply(message)  # in the user's order, with its events
         elif topic == self.topics.events_by_user:  # checked again: an internal topic
             routed = router.rekeyed(message.key, message.value, limits=self.limits)
             if isinstance(routed, router.Apply):

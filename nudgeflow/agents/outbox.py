@@ -89,8 +89,9 @@ class Outbox:
         header_list = list(headers.items()) if headers else None
         return await self.records.send(topic, key, value, None, header_list)
 
-    async def audit(self, job: Job, step: Step) -> None:
-        """One attempt (a call that was made) on `<prefix>.deliveries` and the timeline."""
+    async def audit(self, job: Job, step: Step, *, timeline: bool = True) -> None:
+        """One attempt (a call that was made) on `<prefix>.deliveries` and the timeline
+        (not for an erased user's: the timeline is gone and stays gone)."""
         record = DeliveryAttempt(
             trigger_id=job.trigger.trigger_id,
             rule=job.trigger.rule,
@@ -104,8 +105,15 @@ class Outbox:
             reason=step.reason,
         )
         await self._send(self.topics.deliveries, job.user_key, encode_attempt(record), None)
+        if not timeline:
+            return
         # The task runs in the trigger's event context: the write goes to its partition.
         timeline_table.record_delivery(self.timeline, job.user_key, record)
+        await self.timeline.flush()
+
+    async def forget(self, user_key: bytes) -> None:
+        """The user's timeline row: a tombstone in its changelog (tables/erasure.py)."""
+        self.timeline.pop(user_key, None)
         await self.timeline.flush()
 
     async def retry(self, job: Job, step: Step) -> None:

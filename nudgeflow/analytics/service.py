@@ -25,6 +25,7 @@ from nudgeflow.analytics.aggregates import Aggregates, FeedItem
 from nudgeflow.delivery.records import DeliveryAttempt
 from nudgeflow.engine.actions import Conversion, Decision, Trigger
 from nudgeflow.observability import metrics
+from nudgeflow.tables import erasure
 
 if TYPE_CHECKING:
     from nudgeflow.engine.core import Engine
@@ -112,6 +113,8 @@ class Analytics(Service):
         handler = self._handlers.get(record.topic)
         if handler is None:
             return
+        if erasure.has_header(getattr(record, "headers", None), erasure.FORGET_HEADER):
+            return  # a forget record on the triggers topic is no trigger (tables/erasure.py)
         try:
             item = handler(record)
         except (msgspec.DecodeError, msgspec.ValidationError):

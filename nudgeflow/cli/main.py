@@ -89,6 +89,7 @@ def _attach_subcommands() -> None:
     from nudgeflow.cli.bench import command as bench_command
     from nudgeflow.cli.dlq import command as dlq_command
     from nudgeflow.cli.explain import command as explain_command
+    from nudgeflow.cli.forget import command as forget_command
     from nudgeflow.cli.kafka import command as kafka_command
 
     main.add_command(kafka_command, "kafka")
@@ -96,6 +97,7 @@ def _attach_subcommands() -> None:
     main.add_command(dlq_command, "dlq")
     main.add_command(bench_command, "bench")
     main.add_command(explain_command, "explain")
+    main.add_command(forget_command, "forget")
 
 
 _attach_subcommands()

@@ -114,6 +114,13 @@ class WorkerSettings(BaseModel):
         description="File descriptors the web server never takes, for Kafka, RocksDB and "
         "the webhook client: connections stay below RLIMIT_NOFILE - reserve - listen backlog",
     )
+    link_base_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s?#]+$",
+        description="Where tracked links and open pixels point (GET /r/, /o/): the public "
+        "address of the workers; default advertised_url, else http://web_host:web_port",
+    )
+    link_ttl: str = Field("90d", description="How long a tracked link or pixel is honoured")
     allowed_origins: list[str] = Field(
         [],
         description="Browser origins (scheme://host[:port]) allowed to call the API, with "
@@ -144,6 +151,11 @@ class WorkerSettings(BaseModel):
             max_bytes=self.max_event_bytes,
             max_age_ms=parse_duration(self.max_event_age),
             max_skew_ms=parse_duration(self.max_event_skew),
+        )
+
+    def link_base(self) -> str:
+        return (
+            self.link_base_url or self.advertised_url or f"http://{self.web_host}:{self.web_port}"
         )
 
     def render_budget(self) -> Budget:

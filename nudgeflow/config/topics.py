@@ -54,3 +54,8 @@ class TopicNames:
     @property
     def conversions(self) -> str:
         return self._name("conversions")
+
+    @property
+    def erasures(self) -> str:
+        """One audit record per erased user, without personal data (tables/erasure.py)."""
+        return self._name("erasures")

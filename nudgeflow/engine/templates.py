@@ -1,4 +1,5 @@
-"""Sandboxed Jinja2 message rendering: personalization, discount codes, image URLs.
+"""Sandboxed Jinja2 message rendering: personalization, discount codes, image URLs, and
+tracked links and open pixels (`track_link(url)`, `track_open()`: engine/links.py).
 
 Templates are operator-authored but render user-supplied data, and a typo must fail at
 start (``Templates.check`` against ``SAMPLE_CONTEXT``), not at the 3 a.m. send. Every
@@ -25,6 +26,7 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -33,6 +35,7 @@ import jinja2
 from jinja2 import ChoiceLoader, FileSystemLoader, FunctionLoader, StrictUndefined
 
 from nudgeflow.engine.formats import format_date, format_datetime, money_filter
+from nudgeflow.engine.links import CLICK, OPEN, Link, LinkSigner
 from nudgeflow.engine.sandbox.budget import DEFAULT_BUDGET, OUTPUT_LENGTH, Budget, BudgetExceeded
 from nudgeflow.engine.sandbox.environment import BudgetedSandbox
 from nudgeflow.engine.sandbox.meter import run_metered
@@ -138,6 +141,22 @@ def image_url(base: str, **params: Any) -> str:
     return f"{base}{'&' if '?' in base else '?'}{query}"
 
 
+def _link(context: jinja2.runtime.Context, kind: str, url: str, ttl_ms: int) -> Link:
+    """The send a template renders for (its context), as a tracked link valid `ttl_ms`
+    from the send's time: the same token on every render of the same send."""
+    user = context.get("user")
+    user_id = user.get("id") if isinstance(user, Mapping) else None
+    tid, rule, variant = context.get("trigger_id"), context.get("rule"), context.get("variant")
+    step, fired_at = context.get("step"), context.get("fired_at")
+    if not all(isinstance(v, str) for v in (user_id, tid, rule, variant, fired_at)):
+        raise ValueError("track_link needs user.id, trigger_id, rule, variant and fired_at")
+    if isinstance(step, bool) or not isinstance(step, int | str):
+        raise ValueError("track_link needs the step in the context")
+    sent = datetime.fromisoformat(str(fired_at).replace("Z", "+00:00"))
+    expires = int(sent.timestamp() * 1000) + ttl_ms
+    return Link(kind, str(tid), str(user_id), str(rule), step, str(variant), url, expires)
+
+
 # --- environment --------------------------------------------------------------------------
 
 
@@ -171,8 +190,10 @@ class Templates:
         inline: Mapping[str, str] | None = None,
         sample_context: Mapping[str, Any] = SAMPLE_CONTEXT,
         budget: Budget = DEFAULT_BUDGET,
+        links: LinkSigner | None = None,
     ) -> None:
         self._secret = secret
+        self._links = links if links is not None else LinkSigner(secret)
         self._budget = budget
         self._directory = Path(directory) if directory is not None else None
         self._sample = sample_context
@@ -195,7 +216,12 @@ class Templates:
             "datetime": format_datetime,
         }
         self._env.add_filters(light, light=True)  # output bounded by the input, not compounding
-        self._env.globals.update(discount_code=self._discount_code, image_url=image_url)
+        self._env.globals.update(
+            discount_code=self._discount_code,
+            image_url=image_url,
+            track_link=self._track_link,
+            track_open=self._track_open,
+        )
         self._env.light_globals = frozenset({"discount_code"})  # a fixed-size result
         self._compiled: dict[str, jinja2.Template] = {}
         self._globals: dict[str, dict[str, Any]] = {}  # per template, flattened once
@@ -215,6 +241,16 @@ class Templates:
         if not isinstance(user_id, str) or not isinstance(rule, str):
             raise ValueError("discount_code needs user.id and rule in the context")
         return make_discount_code(percent, user_id=user_id, rule=rule, secret=self._secret)
+
+    @jinja2.pass_context
+    def _track_link(self, context: jinja2.runtime.Context, url: str) -> str:
+        """`<base>/r/<token>`: a click on it records `message_clicked`, then 302 to `url`."""
+        return self._links.click_url(_link(context, CLICK, url, self._links.ttl_ms))
+
+    @jinja2.pass_context
+    def _track_open(self, context: jinja2.runtime.Context) -> str:
+        """`<base>/o/<token>.gif`: loading it records `message_opened`."""
+        return self._links.open_url(_link(context, OPEN, "", self._links.ttl_ms))
 
     def _template(self, name: str) -> jinja2.Template:
         cached = self._compiled.get(name)

@@ -103,8 +103,9 @@ def secrets_of(
     if settings.api_token is not None:
         out.append(settings.api_token.get_secret_value())
     out += settings.segment_write_keys
-    if environ.get("NUDGEFLOW_SECRET"):
-        out.append(environ["NUDGEFLOW_SECRET"])
+    for name in ("NUDGEFLOW_SECRET", "NUDGEFLOW_LINK_SECRET"):
+        if environ.get(name):
+            out.append(environ[name])
     return [s for s in out if s]
 
 

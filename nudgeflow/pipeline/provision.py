@@ -97,6 +97,7 @@ def topic_names(
         topics.decisions,
         topics.deliveries,
         topics.conversions,
+        topics.erasures,
         *(topics.triggers_retry(n) for n in range(retry_tiers)),
         *(wait_topic(topics.prefix, name) for name in destinations),
     ]

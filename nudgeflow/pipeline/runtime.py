@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import faust
 
-from nudgeflow.config.build import build_engine, engine_secret
+from nudgeflow.config.build import build_engine, engine_secret, link_signer
 from nudgeflow.config.loader import NudgeflowConfig
 from nudgeflow.config.settings import WorkerSettings
 from nudgeflow.config.topics import TopicNames
@@ -80,7 +80,12 @@ def build_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime:
         settings=settings,
         config=config,
         topics=TopicNames(settings.topic_prefix),
-        engine=build_engine(config, secret=engine_secret(), budget=settings.render_budget()),
+        engine=build_engine(
+            config,
+            secret=engine_secret(),
+            budget=settings.render_budget(),
+            links=link_signer(settings),
+        ),
         sender=sender,
         users=users,
         timeline=timeline,

@@ -169,11 +169,13 @@ def _paths() -> Json:
         },
     }
     paths.update(_admin_paths())
+    paths.update(_tracking_paths())
     for path, call in (
         ("/v1/track", "track"),
         ("/v1/identify", "identify"),
         ("/v1/page", "page"),
         ("/v1/screen", "screen"),
+        ("/v1/alias", "alias"),
     ):
         paths[path] = _segment_call(call)
         short = _segment_call(call)
@@ -183,6 +185,40 @@ def _paths() -> Json:
     short_batch = {"post": {**paths["/v1/batch"]["post"], "operationId": "segment_batch_short"}}
     paths["/v1/b"] = short_batch
     return paths
+
+
+def _tracking_paths() -> Json:
+    """Tracked clicks and open pixels (web/tracking.py): the signature is the credential."""
+    refused = {
+        "400": _response("Bad, forged or truncated token: no redirect", _ref("Error")),
+        "404": _response("Not a tracking path", _ref("Error")),
+        "410": _response("The link expired: no redirect", _ref("Error")),
+    }
+
+    def route(summary: str, op_id: str, ok: Json) -> Json:
+        return {
+            "get": {
+                "summary": summary,
+                "tags": ["tracking"],
+                "operationId": op_id,
+                "parameters": [_path_param("token")],
+                "responses": {**ok, **refused},
+                "security": "open",
+            }
+        }
+
+    location = {"schema": {"type": "string"}, "description": "the link the token signs"}
+    gif = {"description": "A 1x1 GIF", **_content({"type": "string"}, "image/gif")}
+    return {
+        "/r/{token}": route(
+            "A tracked link: records message_clicked, then redirects",
+            "track_click",
+            {"302": _response("To the signed link", Location=location)},
+        ),
+        "/o/{token}.gif": route(
+            "An open pixel: records message_opened", "track_open", {"200": gif}
+        ),
+    }
 
 
 def _admin_get(summary: str, op_id: str, ok: str, **more: Json) -> Json:
@@ -209,6 +245,32 @@ def _path_param(name: str) -> Json:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+def _erase_user() -> Json:
+    """DELETE /users/<id> (web/erase.py)."""
+    unauthorized = _response(
+        "Missing or invalid credentials", _ref("Error"), **{"WWW-Authenticate": _AUTHENTICATE}
+    )
+    return {
+        "summary": "Erase a user: state, timers, timeline; pending retries dropped",
+        "tags": ["admin"],
+        "operationId": "erase_user",
+        "parameters": [_path_param("user_id")],
+        "responses": {
+            "204": {"description": "Erased (the tombstones are in the changelogs)"},
+            "202": _response("Erasure queued, not yet applied", {"type": "object"}),
+            "401": unauthorized,
+            "404": _response("No state for this user (or erased already)", _ref("Error")),
+            "502": _response("The worker owning the user did not answer", _ref("Error")),
+            "503": _response(
+                "Partition not assigned, or Kafka unavailable; retry",
+                _ref("Error"),
+                **{"Retry-After": _RETRY_AFTER},
+            ),
+        },
+        "security": "token",
+    }
+
+
 def _admin_paths() -> Json:
     """Read-only admin views: user state and timeline, experiments, the console."""
     user = _admin_get(
@@ -226,6 +288,7 @@ def _admin_paths() -> Json:
         },
     )
     user["get"]["parameters"] = [_path_param("user_id")]
+    user["delete"] = _erase_user()
     experiment = _admin_get(
         "One rule's experiment: exposures and conversions by variant",
         "get_experiment",

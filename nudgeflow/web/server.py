@@ -2,7 +2,7 @@
 
 It starts with the worker, before table recovery, so `/health` answers while
 `/ready` still says no. Routes: ingestion (HTTP, Segment, WebSocket), health,
-readiness, Prometheus metrics, and the admin/user views.
+readiness, Prometheus metrics, tracked clicks and opens, and the admin/user views.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from mode import Service, ServiceT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nudgeflow.analytics.service import Analytics
+from nudgeflow.config.build import link_signer
 from nudgeflow.observability import metrics
 from nudgeflow.pipeline import probes
 from nudgeflow.web.accept_errors import AcceptErrorLog
@@ -29,6 +30,7 @@ from nudgeflow.web.connections import (
     gate,
 )
 from nudgeflow.web.console import add_console_routes
+from nudgeflow.web.erase import add_erase_routes
 from nudgeflow.web.errors import json_errors
 from nudgeflow.web.experiments import add_experiment_routes
 from nudgeflow.web.ingest import IngestOptions, add_ingest_routes
@@ -36,6 +38,7 @@ from nudgeflow.web.openapi import openapi_view
 from nudgeflow.web.origins import OriginPolicy, origin_guard
 from nudgeflow.web.rules import add_rule_routes
 from nudgeflow.web.sink import KafkaEventSink
+from nudgeflow.web.tracking import add_tracking_routes
 from nudgeflow.web.users import add_user_routes
 
 if TYPE_CHECKING:
@@ -49,6 +52,8 @@ GUARD_KEY: web.AppKey[ConnectionGuard] = web.AppKey("connection_guard")
 # aiohttp reads what is left for this long before closing (its default, 10 s, lets a
 # trickling client keep the connection that much longer).
 LINGERING_S = 2.0
+# A tracked click waits at most this for Kafka before the redirect (web/tracking.py).
+TRACKING_SEND_S = 3.0
 
 
 def readiness(rt: Runtime) -> tuple[bool, str]:
@@ -132,7 +137,10 @@ def build_web_app(rt: Runtime, analytics: Analytics) -> web.Application:
         body_timeout_s=s.http_body_timeout_s,
     )
     add_ingest_routes(app, KafkaEventSink(rt.sender, rt.topics.events), options)
+    tracking_sink = KafkaEventSink(rt.sender, rt.topics.events, timeout_s=TRACKING_SEND_S)
+    add_tracking_routes(app, link_signer(s), tracking_sink, options.limits)
     add_user_routes(app, rt, options.api_token)
+    add_erase_routes(app, rt, options.api_token)
     add_experiment_routes(app, analytics, options.api_token)
     add_rule_routes(app, analytics, options.api_token)
     add_console_routes(app, analytics, options.api_token)

@@ -108,6 +108,11 @@ def user_view(
     }
 
 
+def known(view: Mapping[str, Any]) -> bool:
+    """Whether a view shows anything of the user (state, decisions or deliveries)."""
+    return bool(view["known"] or view["decisions"] or view["deliveries"])
+
+
 class UserViews:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -127,28 +132,40 @@ class UserViews:
         body.update(partition=partition, served_by=self.own_url)
         return body
 
+    async def elsewhere(
+        self, request: web.Request, user_id: str, partition: int
+    ) -> web.StreamResponse | None:
+        """The owner's answer (forwarded), or a 503 while no one owns the partition;
+        None when this worker answers itself (it owns it, or the request was forwarded)."""
+        if request.headers.get(FORWARDED) is not None:
+            return None
+        metadata = self.rt.app.router.table_metadata(self.rt.users.name)
+        owner = owner_url(metadata, self.changelog, partition)
+        if owner is None:
+            return json_error(
+                503,
+                "partition not assigned (rebalancing); retry",
+                code="unavailable",
+                headers={"Retry-After": "2"},
+            )
+        if owner.rstrip("/") != self.own_url.rstrip("/"):
+            return await self.forward(request, owner, user_id)
+        return None
+
     async def get_user(self, request: web.Request) -> web.StreamResponse:
         user_id = request.match_info["user_id"]
         partition = partition_for(user_id.encode(), self.rt.partitions)
-        if request.headers.get(FORWARDED) is None:
-            metadata = self.rt.app.router.table_metadata(self.rt.users.name)
-            owner = owner_url(metadata, self.changelog, partition)
-            if owner is None:
-                return json_error(
-                    503,
-                    "partition not assigned (rebalancing); retry",
-                    code="unavailable",
-                    headers={"Retry-After": "2"},
-                )
-            if owner.rstrip("/") != self.own_url.rstrip("/"):
-                return await self.forward(request, owner, user_id)
+        routed = await self.elsewhere(request, user_id, partition)
+        if routed is not None:
+            return routed
         body = self.local(user_id, partition)
-        if not body["known"] and not body["decisions"] and not body["deliveries"]:
+        if not known(body):
             return json_error(404, f"no state for user {user_id!r}", code="unknown_user")
         return web.json_response(body)
 
     async def forward(self, request: web.Request, owner: str, user_id: str) -> web.StreamResponse:
-        """The owner's answer for exactly `user_id` (see the module docstring)."""
+        """The owner's answer for exactly `user_id` (see the module docstring), to the
+        same method (GET, or DELETE: web/erase.py)."""
         headers = {FORWARDED: self.own_url}
         auth = request.headers.get("Authorization")
         if auth is not None:
@@ -158,12 +175,19 @@ class UserViews:
         try:
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
-                session.get(url, headers=headers) as resp,
+                session.request(request.method, url, headers=headers) as resp,
             ):
                 body = await resp.read()
+                if resp.status == 204:
+                    return web.Response(status=204)
                 return web.Response(status=resp.status, body=body, content_type="application/json")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("GET /users: the owner %s did not answer: %s", owner, type(exc).__name__)
+            log.warning(
+                "%s /users: the owner %s did not answer: %s",
+                request.method,
+                owner,
+                type(exc).__name__,
+            )
             return json_error(
                 502, "the worker that owns this user did not answer", code="owner_unreachable"
             )
