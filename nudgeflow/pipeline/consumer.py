@@ -1,19 +1,33 @@
-"""Faust's consumer, except that it never steps over records it did not hand out.
+"""Faust's consumer, except that it never commits over a record an agent did not finish.
 
 Invariants:
 * A jump in a partition's offsets on a topic that can have no gaps (anything but a
   table changelog: ours are neither compacted nor transactional) is not committed
-  past: the partition seeks back to the last offset read and the fetcher reads the
-  skipped records again. At worst a record is handed out twice, which at-least-once
+  past: the partition seeks back and the fetcher reads the skipped records again.
+  Right after a seek the next record must be the one sought (Faust only checks for a
+  jump of two past the last record read, so a fetch that started one record past a
+  seek went through). At worst a record is handed out twice, which at-least-once
   processing allows (the engine drops a repeated event; the deliver agent, a repeated
   trigger). Records that retention deleted are a real gap and Faust's handling applies.
+* A record counts as handed out only once the agent's queue took it: a record whose
+  hand-over a rebalance cut short is read again, not counted as read.
+* An ack counts only for a record of the current generation while the flow runs. Faust
+  acks every record its stream skips during a rebalance (flow stopped, or fetched in the
+  previous generation) without handing it to the agent, and an agent may finish a
+  record after its partition was revoked; either ack, kept across the rebalance, let a
+  commit step over the records before it. Such a record is read again instead.
+* No commit past the lowest unacknowledged offset: Faust's gap check
+  (`Consumer._new_offset`, `min(acked) - committed > 1`) lets one unacknowledged
+  record right after the committed offset through, and does not check at all while it
+  has no committed offset for the partition yet.
 * A fetch of idle partitions is held by the broker at most `FETCH_MAX_WAIT_MS`, not
   Faust's hard-coded 1.5 s, so a busy partition's next records never wait behind it.
 
 The method below is faust-streaming 0.15's `_drain_messages` (pyproject.toml pins the
-minor version) with only the gap branch changed. Why each exists, with the lost
-triggers and the held events that found them: docs/reliability.md ("Records Faust's
-consumer stepped over after a restart") and docs/performance.md ("Consumer").
+minor version) with only the gap branch and the hand-over check changed. Why each exists,
+with the lost triggers and the held events that found them: docs/reliability.md ("Records
+Faust's consumer stepped over after a restart", "Lost upstream in rolling restarts") and
+docs/performance.md ("Consumer").
 """
 
 from __future__ import annotations
@@ -26,7 +40,7 @@ import faust
 from aiokafka import AIOKafkaConsumer
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
+from faust.types import TP, Message
 from faust.types.transports import TransportT
 from mode import Service, ServiceT
 
@@ -54,9 +68,62 @@ class GaplessConsumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         # tp -> (offset sought back to, highest stale offset dropped since, seeks)
         self._rewound: dict[TP, tuple[int, int, int]] = {}
+        # Partitions whose read offset is a seek position (the next record to read), not
+        # the last record read: their next record must have exactly that offset.
+        self._sought: set[TP] = set()
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        await super().seek(partition, offset)
+        self._sought.add(partition)
+
+    async def perform_seek(self) -> None:
+        """Seek every partition to its committed offset (Faust's; noted as seek positions)."""
+        await super().perform_seek()
+        self._sought.update(tp for tp, offset in self._read_offset.items() if offset is not None)
+
+    def ack(self, message: Message) -> bool:
+        """Faust's ack, for a record handed out in this generation while the flow runs.
+
+        Any other ack (a record Faust's stream skipped during a rebalance, or one an
+        agent finished after its partition was revoked) is dropped: the record is read
+        again, here or by the partition's new owner."""
+        app = self.app
+        current = getattr(message, "generation_id", None) == app.consumer_generation_id
+        if current and app.flow_control.is_active():
+            return bool(super().ack(message))
+        if not message.acked:
+            message.acked = True  # final: a later call must not count it either
+            self._unacked_messages.discard(message)
+            log.debug("%s[%d]@%d: ack dropped (rebalanced)", *message.tp, message.offset)
+        return False
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """Faust's, but never past an offset that is neither acked nor a known gap."""
+        acked = self._acked[tp]
+        committed = self._committed_offset[tp]
+        if acked and committed is not None:
+            lowest = min(acked)
+            gaps = self._gap.get(tp)
+            if gaps:
+                lowest = min([lowest, *(gap.begin for gap in gaps.overlap(0, max(acked)))])
+            if lowest > committed:
+                return None
+        return cast("int | None", super()._new_offset(tp))
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        """Faust's, except that the committed offset (the next record to read, which
+        Faust's version leaves out) can be part of a gap."""
+        committed = self._committed_offset[tp]
+        if committed is not None:
+            offset_from = max(offset_from, committed)
+        if offset_from <= offset_to:
+            gaps = self._gap[tp]
+            gaps.addi(offset_from, offset_to + 1)
+            await asyncio.sleep(0)
+            gaps.merge_overlaps()
 
     async def _on_jump(self, tp: TP, r_offset: int, offset: int) -> bool:
         """True: drop this record (it is read again later); False: a real gap."""
@@ -97,6 +164,7 @@ class GaplessConsumer(faust_aiokafka.Consumer):
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
         rewound = self._rewound
+        sought = self._sought
 
         yield_every = 100
         num_since_yield = 0
@@ -117,20 +185,30 @@ class GaplessConsumer(faust_aiokafka.Consumer):
                         offset = message.offset
                         r_offset = get_read_offset(tp)
                         if r_offset is None or offset >= r_offset:
-                            gap = offset - (r_offset or 0)
-                            if gap > 1 and r_offset and acks_enabled_for(message.topic):
-                                # `r_offset` is the last record read or, right after a
-                                # seek, the next one to read: read again from it.
+                            # `r_offset` is the last record read or, right after a seek,
+                            # the next one to read: the offset this record must have.
+                            expected = offset if r_offset is None else r_offset
+                            if r_offset is not None and tp not in sought:
+                                expected += 1
+                            if (
+                                r_offset is not None
+                                and offset > expected
+                                and acks_enabled_for(message.topic)
+                            ):
                                 if await self._on_jump(tp, r_offset, offset):
-                                    continue
-                                await self._add_gap(tp, r_offset + 1, offset)
+                                    continue  # read again from `r_offset`
+                                await self._add_gap(tp, expected, offset - 1)
                             elif rewound:
                                 rewound.pop(tp, None)
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
-                            await self.wait_first(callback(message), self.suspend_flow.wait())
+                            handing = callback(message)
+                            took = await self.wait_first(handing, self.suspend_flow.wait())
+                            if handing not in took.done:
+                                continue  # the flow stopped first: not handed out
                             set_read_offset(tp, offset)
+                            sought.discard(tp)
                     unset_flag(CONSUMER_FETCHING)
 
         except self.consumer_stopped_errors:

@@ -19,9 +19,11 @@ lose a timer (docs/reliability.md, "A local RocksDB ahead of its changelog").
 Also safe:
 * Order: one producer, queued writes sent in order, so each changelog
   partition gets them in the order they were made (tables/timers.py relies on it).
-* Rebalance: Faust waits for the agents and flushes the producer before it
-  revokes partitions, so every write of a revoked partition is in RocksDB
-  before the partition moves; whatever is left then is dropped.
+* Rebalance: Faust flushes the producer before it revokes partitions, but does
+  not wait for the agents (`stream_wait_empty` is off); whatever of a revoked
+  partition is still queued or unacknowledged then is dropped, and the source
+  records behind it are never acked: the consumer drops every ack made across a
+  rebalance (pipeline/consumer.py), so the partition's new owner handles them again.
 
 Range scans (the timer index) read RocksDB, so they see a write one broker
 round trip late; a timer entry is never due that soon after it is written.
@@ -121,6 +123,25 @@ class DirectTable:
             await self.flush()
         if write.future is None:
             raise RuntimeError(f"{self.name}: put_acked on a held partition")
+        await asyncio.shield(write.future)
+
+    async def acked(self, key: bytes) -> None:
+        """Return once the newest write of `key` is acknowledged by the broker: sent after
+        whatever holds its partition (an earlier trigger's ack), then acked. For a record
+        that may only leave once this write would survive a kill -9 (agents/identity.py)."""
+        write = self._overlay.get(key)
+        if write is None:
+            return  # in RocksDB: acknowledged already
+        while write.future is None:
+            await self.flush()
+            if write.future is not None:
+                break
+            blocker = self._queue.blocker(write.partition)
+            if blocker is None:
+                raise RuntimeError(f"{self.name}: a write neither sent nor held")
+            await asyncio.wait([blocker])
+            if blocker.cancelled() or blocker.exception() is not None:
+                raise RuntimeError(f"{self.name}: the record a write waited for failed")
         await asyncio.shield(write.future)
 
     def hold_until(self, future: asyncio.Future[Any]) -> None:
