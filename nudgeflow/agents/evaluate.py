@@ -37,7 +37,7 @@ from nudgeflow.agents.watchdog import EngineThreads
 from nudgeflow.engine.actions import Conversion, Decision, Trigger
 from nudgeflow.events.model import Event, encode_event
 from nudgeflow.events.parse import EventError
-from nudgeflow.observability import metrics
+from nudgeflow.observability import conversions, metrics
 from nudgeflow.observability.clock import now_ms
 from nudgeflow.observability.logs import log_decision
 from nudgeflow.pipeline.probes.pending import PendingTimers
@@ -319,9 +319,7 @@ class Evaluator:
                 if value:  # b"": counted, not audited (agents/plan.py, `unaudited`)
                     await self.sender.send(self.topics.decisions, user_key, value, self.partition)
             elif isinstance(action, Conversion):
-                metrics.experiment_conversions.labels(
-                    rule=action.rule, variant=action.variant, kind=action.kind
-                ).inc()
+                conversions.count_conversion(action)  # by kind; with revenue per rule/step
                 metrics.count_journey(action)
                 await self.sender.send(self.topics.conversions, user_key, value, self.partition)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from nudgeflow.delivery.records import DeliveryAttempt
 from nudgeflow.engine.actions import Conversion, Decision, Trigger
+from nudgeflow.engine.attribution import Earned
 from nudgeflow.engine.experiments import BanditPosteriors
 from nudgeflow.engine.funnel import Funnel
 from nudgeflow.engine.rules import Rule
@@ -168,16 +169,11 @@ class Aggregates:
             self._counts(*known).delivered += 1
 
     def on_conversion(self, c: Conversion) -> None:
-        if not self._engaged.add((c.trigger_id, c.kind)):
-            return
-        self.funnel.add_conversion(c)
-        counts = self._counts(c.rule, c.variant)
-        if c.kind == "conversion":
-            counts.converted += 1
-        elif c.kind == "opened":
-            counts.opened += 1
-        else:
-            counts.clicked += 1
+        """Counted once per (trigger id, kind), per rule, step and variant, with its revenue,
+        by the funnel's `Attribution` (engine/attribution.py)."""
+        if self._engaged.add((c.trigger_id, c.kind)):
+            self.funnel.add_conversion(c)
+            self._counts(c.rule, c.variant)  # the variant is listed even before an exposure
 
     def on_dead_letter(self, topic: str) -> None:
         self.dead_letters[topic] += 1
@@ -190,8 +186,16 @@ class Aggregates:
     def decision_counters(self) -> dict[str, dict[str, int]]:
         return {rule: dict(sorted(c.items())) for rule, c in sorted(self.decisions.items())}
 
+    def variant_counts(self, rule: str) -> dict[str, VariantCounts]:
+        """Per variant: exposures, sent, delivered (counted here) and what they earned."""
+        earned = self.funnel.attribution.by_variant(rule)
+        return {
+            name: earned.get(name, Earned()).counts(c.exposures, c.sent, c.delivered)
+            for name, c in self.variants.get(rule, {}).items()
+        }
+
     def bandit(self, rule: str) -> BanditPosteriors:
-        counts = self.variants.get(rule, {})
+        counts = self.variant_counts(rule)
         return BanditPosteriors(
             exposures={v: c.exposures for v, c in counts.items()},
             conversions={v: c.converted for v, c in counts.items()},
@@ -207,14 +211,13 @@ class Aggregates:
             return None
         exp = rule.experiment
         control = next((v.name for v in exp.variants if not v.send), None)
-        counts = self.variants.get(rule_name, {})
-        results = experiment_results(counts, control)
+        results = experiment_results(self.variant_counts(rule_name), control)
         body: dict[str, Any] = {
             "rule": rule_name,
             "experiment": exp.name,
             "allocation": exp.allocation,
             "control": control,
-            "conversion_event": exp.conversion_event,
+            "conversion_event": rule.conversion_event,
             "variants": [asdict(r) for r in results],
         }
         if exp.allocation == "bandit":
@@ -223,7 +226,8 @@ class Aggregates:
 
     def rule_funnel(self, rule_name: str) -> dict[str, Any] | None:
         """GET /rules/<name>: per step entered, sent, suppressed and exited by reason,
-        converted; with the rule's decision counters. None for a rule not configured."""
+        converted with revenue; what the rule's sends earned per variant (`attribution`);
+        the rule's decision counters. None for a rule not configured."""
         rule = self.rules.get(rule_name)
         if rule is None:
             return None
@@ -241,6 +245,9 @@ class Aggregates:
             "rule": rule.name,
             "journey": rule.flow,
             "steps": self.funnel.rule(rule.name, rule.program),
+            "attribution": self.funnel.attribution.view(
+                rule.name, rule.conversion_event, rule.conversion_within_ms
+            ),
         }
 
     def experiments(self) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import msgspec
 
 from nudgeflow.backtest.output import ActionWriter
 from nudgeflow.backtest.reader import ReadStats, read_events
-from nudgeflow.backtest.report import RuleTally, Tally, experiment_summary
+from nudgeflow.backtest.report import Tally, experiment_summary
 from nudgeflow.backtest.runner import Backtest
 from nudgeflow.engine.actions import Action
 from nudgeflow.engine.core import Engine
@@ -115,10 +115,7 @@ def backtest_file(
         "cpu_s": round(cpu, 3),  # the machine may be shared: CPU time is the steadier figure
         "events_per_cpu_s": round(read.events / cpu, 1) if cpu > 0 else 0.0,
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "rules": {
-            name: tally.rules.get(name, RuleTally()).as_dict()
-            for name in dict.fromkeys([*engine.rules, *tally.rules])
-        },
+        "rules": {name: tally.rule(name) for name in dict.fromkeys([*engine.rules, *tally.rules])},
         "experiments": experiment_summary(tally, experiments_of(engine)),
         "funnel": {
             name: tally.funnel.rule(name, engine.rules[name].program)

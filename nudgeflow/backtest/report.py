@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from nudgeflow.engine.actions import Action, Conversion, Decision, Trigger
+from nudgeflow.engine.attribution import Attribution, Earned
 from nudgeflow.engine.funnel import Funnel
 from nudgeflow.engine.stats import VariantCounts, experiment_results
 
@@ -31,10 +32,12 @@ class RuleTally:
     fired: int = 0
     sent: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, earned: Earned | None = None) -> dict[str, Any]:
+        """The rule's figures; `earned`: what its sends earned (engine/attribution.py)."""
         out: dict[str, Any] = {name: self.outcomes[name] for name in RULE_OUTCOMES}
         out["fired"] = self.fired
         out["sent"] = self.sent
+        out.update((earned or Earned()).as_dict())  # converted, revenue, opened, clicked
         out["suppressed"] = dict(sorted(self.suppressed.items()))
         out["suppressed_total"] = sum(self.suppressed.values())
         out["not_entered"] = dict(sorted(self.not_entered.items()))
@@ -46,20 +49,10 @@ class RuleTally:
 class VariantTally:
     exposures: int = 0
     sent: int = 0
-    opened: int = 0
-    clicked: int = 0
-    converted: int = 0
 
-    def counts(self) -> VariantCounts:
+    def counts(self, earned: Earned) -> VariantCounts:
         # A backtest has no webhooks: every send is taken as delivered.
-        return VariantCounts(
-            exposures=self.exposures,
-            sent=self.sent,
-            delivered=self.sent,
-            opened=self.opened,
-            clicked=self.clicked,
-            converted=self.converted,
-        )
+        return earned.counts(self.exposures, self.sent, self.sent)
 
 
 class Tally:
@@ -73,6 +66,7 @@ class Tally:
         self.rules: dict[str, RuleTally] = {}
         self.variants: dict[tuple[str, str], VariantTally] = {}
         self.triggers = 0
+        self.attribution = Attribution()  # conversions and revenue per rule, step, variant
         self.funnel = Funnel()  # per rule and step (engine/funnel.py) ...
         # ... of these rules (None: all); a one-step rule's funnel is its row above
         self.funnel_rules = None if funnel_rules is None else frozenset(funnel_rules)
@@ -84,6 +78,10 @@ class Tally:
         if tally is None:
             tally = self.rules[name] = RuleTally()
         return tally
+
+    def rule(self, name: str) -> dict[str, Any]:
+        """One rule's row of the summary, with what its sends earned."""
+        return self.rules.get(name, RuleTally()).as_dict(self.attribution.total(name))
 
     def _variant(self, rule: str, variant: str) -> VariantTally:
         key = (rule, variant)
@@ -125,13 +123,7 @@ class Tally:
             elif isinstance(action, Conversion):
                 if counted is None or action.rule in counted:
                     funnel.add_conversion(action)
-                variant = self._variant(action.rule, action.variant)
-                if action.kind == "conversion":
-                    variant.converted += 1
-                elif action.kind == "opened":
-                    variant.opened += 1
-                else:
-                    variant.clicked += 1
+                self.attribution.add(action)
 
 
 def experiment_summary(
@@ -143,7 +135,13 @@ def experiment_summary(
     """
     out: dict[str, Any] = {}
     for rule, (names, control) in experiments.items():
-        counts = {name: tally.variants.get((rule, name), VariantTally()).counts() for name in names}
+        earned = tally.attribution.by_variant(rule)
+        counts = {
+            name: tally.variants.get((rule, name), VariantTally()).counts(
+                earned.get(name, Earned())
+            )
+            for name in names
+        }
         results = experiment_results(counts, control)
         out[rule] = {"control": control, "variants": msgspec.to_builtins(results)}
     return out
@@ -172,7 +170,10 @@ def render_text(summary: Mapping[str, Any]) -> str:
         lines.append(f"    line {sample['line']}: {sample['reason']}{where}: {sample['error']}")
     if summary.get("stuck_timers"):
         lines.append(f"  WARNING: {summary['stuck_timers']} timers did not advance (skipped)")
-    header = ("rule", "armed", "rearmed", "fired", "sent", "cancelled", "cond_false", "deferred")
+    header = (
+        *("rule", "armed", "rearmed", "fired", "sent", "cancelled", "cond_false", "deferred"),
+        *("converted", "revenue"),
+    )
     lines += ["", f"{header[0]:<24}" + "".join(f"{h:>11}" for h in header[1:])]
     lines.append("-" * (24 + 11 * (len(header) - 1)) + "  suppressed")
     for name, rule in summary["rules"].items():
@@ -184,9 +185,13 @@ def render_text(summary: Mapping[str, Any]) -> str:
             rule["cancelled"],
             rule["condition_false"],
             rule["deferred"],
+            rule.get("converted", 0),
         )
         suppressed = ", ".join(f"{k} {v:,}" for k, v in rule["suppressed"].items()) or "-"
-        lines.append(f"{name:<24}" + "".join(f"{f:>11,}" for f in figures) + f"  {suppressed}")
+        revenue = f"{rule.get('revenue', 0):>11,.2f}"
+        lines.append(
+            f"{name:<24}" + "".join(f"{f:>11,}" for f in figures) + revenue + f"  {suppressed}"
+        )
     for rule_name, steps in summary.get("funnel", {}).items():
         if len(steps) > 1:
             lines += ["", *funnel_lines(rule_name, steps, summary["rules"].get(rule_name, {}))]
@@ -195,6 +200,7 @@ def render_text(summary: Mapping[str, Any]) -> str:
         lines.append(
             f"  {'variant':<14}{'exposures':>10}{'sent':>9}{'opened':>8}{'converted':>10}"
             f"{'rate':>9}{'95% CI':>18}{'uplift':>10}{'relative':>10}{'p-value':>9}"
+            f"{'revenue':>12}"
         )
         for v in experiment["variants"]:
             lines.append(_variant_line(v))
@@ -239,5 +245,5 @@ def _variant_line(v: Mapping[str, Any]) -> str:
         f"  {name:<14}{v['exposures']:>10,}{v['sent']:>9,}{v['opened']:>8,}"
         f"{v['converted']:>10,}{_pct(v.get('conversion_rate')):>9}{ci:>18}{points:>10}"
         f"{'-' if relative is None else f'{100 * relative:+.1f}%':>10}"
-        f"{'-' if p is None else f'{p:.4f}':>9}"
+        f"{'-' if p is None else f'{p:.4f}':>9}{v.get('revenue', 0):>12,.2f}"
     )

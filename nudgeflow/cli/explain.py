@@ -24,6 +24,7 @@ _REASONS = {
     "template_error": "the message template failed to render",
     "control": "the user is in the control group: exposure recorded, nothing sent",
     "best_time": "waiting for the user's best hour",
+    "consent": "the user has unsubscribed from marketing (suppressed_consent)",
 }
 _TIMING = {  # a `send_at: {best_hour}` send: why it went when it did (engine/besttime.py)
     "best_hour": "at the user's best hour",
@@ -96,6 +97,18 @@ def verdict(view: dict[str, Any], rule: str) -> str:
     return f"{rule}: {_why(latest)} at {latest['at']}"
 
 
+def consent_line(view: dict[str, Any] | None) -> str:
+    """'Subscription: unsubscribed from all marketing since <time>; news: ...' (DESIGN §3.2)."""
+    if not view:
+        return ""
+    since = f" since {view['changed_at']}" if view.get("changed_at") else ""
+    parts = [("subscribed" if view["subscribed"] else "unsubscribed from all marketing") + since]
+    for name, c in view.get("categories", {}).items():
+        choice = "subscribed" if c["subscribed"] else "unsubscribed"
+        parts.append(f"{name}: {choice} since {c['changed_at']}")
+    return "Subscription: " + "; ".join(parts)
+
+
 def render(view: dict[str, Any], rule: str | None = None) -> str:
     """The whole explanation as text (pure: the CLI prints it, tests read it)."""
     lines = [
@@ -114,6 +127,9 @@ def render(view: dict[str, Any], rule: str | None = None) -> str:
     best = best_hours_line(view.get("best_time"))
     if best:
         lines.append(best)
+    subscription = consent_line(view.get("consent"))
+    if subscription:
+        lines.append(subscription)
     rules = sorted(
         {a["rule"] for a in view.get("armed", [])} | {d["rule"] for d in view.get("decisions", [])}
     )

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from nudgeflow.engine.actions import Action, Conversion
 from nudgeflow.engine.rules import Rule
 from nudgeflow.engine.state import CLICKED, CONVERTED, OPENED, Fire, UserState
+from nudgeflow.engine.stats import VariantCounts
 from nudgeflow.engine.steps import Label
 from nudgeflow.engine.timefmt import iso_utc
 
@@ -158,6 +159,12 @@ class Earned:
         self.revenue += other.revenue
         self.opened += other.opened
         self.clicked += other.clicked
+
+    def counts(self, exposures: int, sent: int, delivered: int) -> VariantCounts:
+        """A variant's funnel for engine/stats.py: its sends, and what they earned."""
+        return VariantCounts(
+            exposures, sent, delivered, self.opened, self.clicked, self.converted, self.revenue
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {

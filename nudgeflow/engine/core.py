@@ -42,12 +42,12 @@ from nudgeflow.engine.state import (
     Fire,
     UserState,
     apply_cart,
-    id_digest,
+    id_key,
     merge_traits,
     new_state,
     record_history,
-    remember_digest,
-    seen_digest,
+    remember_key,
+    seen_key,
 )
 from nudgeflow.engine.steps import Branch, Send
 
@@ -155,10 +155,10 @@ class Engine:
         if state is None:
             state = new_state(event.user_id)
         event_id = event.event_id
-        digest = None
+        key = None
         if event_id is not None:
-            digest = id_digest(event_id)
-            if seen_digest(state, digest, event_id):
+            key = id_key(event_id)
+            if seen_key(state, key, event_id):
                 return Step(state, [], duplicate=True)
         actions: list[Action] = []
         ts = event.ts
@@ -167,8 +167,8 @@ class Engine:
             self._fire_until(state, ts, now_ms, actions)
         if ts > state.last_ts:
             state.last_ts = ts
-        if digest is not None:
-            remember_digest(state, digest, ts, self.dedupe)
+        if key is not None:
+            remember_key(state, key, ts, self.dedupe)
         props = event.properties
         if event.traits:
             merge_traits(state, event.traits)

@@ -9,7 +9,8 @@ bookkeeping; rule semantics live in `core.py`.
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_right
+import sys
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -99,11 +100,12 @@ class UserState(msgspec.Struct, kw_only=True, omit_defaults=True):
     last_fire: dict[str, int] = field(default_factory=dict, name="lf")  # rule -> ms (cooldown)
     fire_times: list[int] = field(default_factory=list, name="ft")  # all rules (global cap)
     fires: list[Fire] = field(default_factory=list, name="f")
-    # Dedupe (see remember_id): 8-byte digests of the recent event ids and, 4 bytes each,
-    # the event time (s) of each, oldest first. `s`/`st` are the lists states written
-    # before issue 19 hold; they are folded into the digests at the next event.
-    seen_digests: bytes = field(default=b"", name="sd")
-    seen_secs: bytes = field(default=b"", name="ss")
+    # Dedupe (see remember_key): the recent event ids' 8-byte keys, sorted (looked up by
+    # binary search), and the same keys with their event time (4 bytes, s) in arrival
+    # order (the oldest leave first); None until the first id. `s`/`st` are the lists
+    # states written before issue 19 hold; they are folded in at the user's next event.
+    seen_keys: bytearray | None = field(default=None, name="sk")
+    seen_ring: bytearray | None = field(default=None, name="sr")
     seen_ids: list[str] = field(default_factory=list, name="s")
     seen_ts: list[int] = field(default_factory=list, name="st")
     last_ts: int = field(default=0, name="t")  # largest event time applied
@@ -173,73 +175,103 @@ class Dedupe:
     within_ms: int = DEDUPE_WITHIN_MS
 
 
-_DIGEST = 8
+_KEY = 8
 _SECS = 4
+_RING = _KEY + _SECS  # one arrival: its key, its event time (s, big-endian)
+_ORDER = sys.byteorder  # keys are stored as native uint64 so that bisect can read them
 
 
-def id_digest(event_id: str) -> bytes:
-    """A stable 8-byte digest of an event id (two ids share one with odds ~N^2 / 2^64)."""
-    return hashlib.blake2b(event_id.encode(), digest_size=_DIGEST).digest()
+def id_key(event_id: str) -> int:
+    """A stable 64-bit key of an event id (two ids share one with odds ~N^2 / 2^64)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=_KEY).digest())
 
 
 def seen(state: UserState, event_id: str | None) -> bool:
-    return event_id is not None and seen_digest(state, id_digest(event_id), event_id)
+    return event_id is not None and seen_key(state, id_key(event_id), event_id)
 
 
-def seen_digest(state: UserState, digest: bytes, event_id: str) -> bool:
-    """Was this id applied? One substring search over the digests (a memchr-speed scan of
-    8 bytes per id, no per-id Python object), so a state costs nothing per id to decode."""
+def seen_key(state: UserState, key: int, event_id: str) -> bool:
+    """Was this id applied? A binary search of the sorted keys, in C (bisect over a uint64
+    view): no Python object per id, and decoding a state is one copy per byte string."""
     if state.seen_ids and event_id in state.seen_ids:
         return True
-    blob = state.seen_digests
-    i = blob.find(digest)
-    while i >= 0:
-        if i % _DIGEST == 0:
-            return True
-        i = blob.find(digest, i + 1)  # matched across two digests: look on
-    return False
+    keys = state.seen_keys
+    return keys is not None and _find(keys, key)[1]
+
+
+def _find(keys: bytearray, key: int) -> tuple[int, bool]:
+    """Where `key` is, or would go, in the sorted keys; and whether it is there."""
+    with memoryview(keys) as raw, raw.cast("Q") as view:
+        at = bisect_left(view, key)
+        return at, at < len(view) and view[at] == key
 
 
 def remember_id(
     state: UserState, event_id: str | None, ts: int, dedupe: Dedupe | None = None
 ) -> None:
     if event_id is not None:
-        remember_digest(state, id_digest(event_id), ts, dedupe or _DEFAULT_DEDUPE)
+        remember_key(state, id_key(event_id), ts, dedupe or _DEFAULT_DEDUPE)
 
 
-def remember_digest(state: UserState, digest: bytes, ts: int, dedupe: Dedupe) -> None:
-    """Keep the last `dedupe.ids` ids, none older than `dedupe.within_ms` before the
-    newest event time (state.last_ts); the oldest arrivals go first."""
+def remember_key(state: UserState, key: int, ts: int, dedupe: Dedupe) -> None:
+    """Keep the last `dedupe.ids` ids (`key` not yet seen: seen_key() was False), none
+    older than `dedupe.within_ms` before the newest event time (state.last_ts); the
+    oldest arrivals leave first. Python work is O(1) per call plus one step per id that
+    leaves: the ring appends at its end and drops from its start (a bytearray does both
+    without copying), the sorted keys move their tail (a memmove)."""
     if state.seen_ids:
         _fold_lists(state)
-    secs = min(max(ts // 1000, 0), 0xFFFFFFFF).to_bytes(_SECS, "big")
-    digests = state.seen_digests + digest
-    times = state.seen_secs + secs
-    n = len(times) // _SECS
+    keys, ring = state.seen_keys, state.seen_ring
+    if keys is None or ring is None:
+        keys = state.seen_keys = bytearray()
+        ring = state.seen_ring = bytearray()
+    packed = key.to_bytes(_KEY, _ORDER)
+    at = _find(keys, key)[0] * _KEY
+    keys[at:at] = packed
+    ring += packed
+    ring += _secs(ts)
+    n = len(ring) // _RING
     drop = n - dedupe.ids if n > dedupe.ids else 0
     floor = (state.last_ts - dedupe.within_ms) // 1000
-    while drop < n and int.from_bytes(times[drop * _SECS : (drop + 1) * _SECS]) < floor:
+    while drop < n and int.from_bytes(ring[drop * _RING + _KEY : (drop + 1) * _RING]) < floor:
         drop += 1
+    for i in range(drop):  # usually none, or the one the new id pushed out
+        old = int.from_bytes(ring[i * _RING : i * _RING + _KEY], _ORDER)
+        at = _find(keys, old)[0] * _KEY
+        del keys[at : at + _KEY]
     if drop:
-        digests = digests[drop * _DIGEST :]
-        times = times[drop * _SECS :]
-    state.seen_digests = digests
-    state.seen_secs = times
+        del ring[: drop * _RING]
+
+
+def _secs(ts: int) -> bytes:
+    return min(max(ts // 1000, 0), 0xFFFFFFFF).to_bytes(_SECS, "big")
 
 
 def _fold_lists(state: UserState) -> None:
-    """A state from before issue 19: its id list becomes digests (same order)."""
+    """A state from before issue 19: its id list becomes keys (same arrival order)."""
     ids, times = state.seen_ids, state.seen_ts
-    state.seen_digests = b"".join(id_digest(i) for i in ids) + state.seen_digests
-    state.seen_secs = (
-        b"".join(min(max(t // 1000, 0), 0xFFFFFFFF).to_bytes(_SECS, "big") for t in times)
-        + state.seen_secs
-    )
     state.seen_ids, state.seen_ts = [], []
+    keep_all = Dedupe(ids=len(ids) + 1, within_ms=1 << 62)
+    for event_id, ts in zip(ids, times, strict=False):
+        key = id_key(event_id)
+        if state.seen_keys is None or not _find(state.seen_keys, key)[1]:
+            remember_key(state, key, ts, keep_all)
+
+
+def merge_seen(out: UserState, first: UserState, second: UserState) -> None:
+    """Both states' dedupe ids into `out`, `first`'s arrivals before `second`'s (an
+    identity merge: an event sent under either id is one event). Bounded again by the
+    `dedupe:` setting at the next remember_key; rare, so a plain loop."""
+    out.seen_ids = [*first.seen_ids, *second.seen_ids]  # (states from before issue 19)
+    out.seen_ts = [*first.seen_ts, *second.seen_ts]
+    ring = bytearray(first.seen_ring or b"") + (second.seen_ring or b"")
+    keys = sorted({int.from_bytes(ring[i : i + _KEY], _ORDER) for i in range(0, len(ring), _RING)})
+    out.seen_ring = ring or None
+    out.seen_keys = bytearray(b"".join(k.to_bytes(_KEY, _ORDER) for k in keys)) or None
 
 
 def seen_count(state: UserState) -> int:
-    return len(state.seen_secs) // _SECS + len(state.seen_ids)
+    return len(state.seen_ring or ()) // _RING + len(state.seen_ids)
 
 
 _DEFAULT_DEDUPE = Dedupe()

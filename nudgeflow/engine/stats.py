@@ -22,6 +22,7 @@ class VariantCounts:
     opened: int = 0
     clicked: int = 0
     converted: int = 0
+    revenue: float = 0.0  # summed over the conversions (engine/attribution.py)
 
 
 @dataclass
@@ -34,6 +35,8 @@ class VariantResult:
     opened: int
     clicked: int
     converted: int
+    revenue: float  # from the conversions' revenue / total / value
+    revenue_per_exposure: float | None
     conversion_rate: float | None  # converted / exposures
     ci_low: float | None  # 95% Wilson score interval of the conversion rate
     ci_high: float | None
@@ -104,6 +107,10 @@ def experiment_results(
                 opened=c.opened,
                 clicked=c.clicked,
                 converted=c.converted,
+                revenue=round(c.revenue, 2),
+                revenue_per_exposure=(
+                    round(c.revenue / c.exposures, 4) if c.exposures > 0 else None
+                ),
                 conversion_rate=rate,
                 ci_low=interval[0] if interval else None,
                 ci_high=interval[1] if interval else None,

@@ -25,7 +25,7 @@ import msgspec
 from aiohttp import web
 
 from nudgeflow.agents.router import partition_for
-from nudgeflow.engine import besttime
+from nudgeflow.engine import besttime, consent
 from nudgeflow.engine.firing import cart_view
 from nudgeflow.engine.runs import rule_of
 from nudgeflow.engine.scope import user_tz
@@ -86,6 +86,8 @@ def user_view(
         "cart": cart_view(state) if state is not None else None,
         "armed": armed,
         "best_time": besttime.describe(state.activity, user_tz(state)) if state else None,
+        # subscription state and when it changed (DESIGN §3.2, engine/consent.py)
+        "consent": consent.view(state),
         "last_fired": (
             {rule: iso_utc(ms) for rule, ms in sorted(state.last_fire.items())}
             if state is not None

@@ -30,7 +30,9 @@ def decision(rule: str, outcome: str, reason: str | None = None) -> Decision:
     return Decision(user_id="u", rule=rule, outcome=outcome, at="x", reason=reason)  # type: ignore[arg-type]
 
 
-def conversion(rule: str, variant: str, kind: str = "conversion") -> Conversion:
+def conversion(
+    rule: str, variant: str, kind: str = "conversion", revenue: float | None = None
+) -> Conversion:
     return Conversion(
         user_id="u",
         rule=rule,
@@ -40,6 +42,8 @@ def conversion(rule: str, variant: str, kind: str = "conversion") -> Conversion:
         event_type="purchase",
         at="x",
         exposed_at="x",
+        step=0,
+        revenue=revenue,
     )
 
 
@@ -57,22 +61,24 @@ def test_tally_counts_outcomes_per_rule_and_exposures_per_variant() -> None:
             decision("r", "suppressed", "cap"),
             decision("r", "suppressed", "cap"),
             decision("r", "cancelled", "purchase"),
-            conversion("r", "a"),
+            conversion("r", "a", revenue=120.0),
             conversion("r", "a", "opened"),
-            conversion("r", "ctl"),
+            conversion("r", "ctl", revenue=30.5),
         ]
     )
-    rule = tally.rules["r"].as_dict()
+    rule = tally.rule("r")
     assert rule["armed"] == rule["rearmed"] == rule["cancelled"] == 1
     assert (rule["fired"], rule["sent"]) == (3, 2)
     assert rule["suppressed"] == {"cap": 2, "cooldown": 1}
     assert tally.variants[("r", "a")].exposures == 1
-    assert tally.variants[("r", "a")].opened == 1
+    assert tally.attribution.by_variant("r")["a"].opened == 1
+    assert (rule["converted"], rule["revenue"], rule["opened"]) == (2, 150.5, 1)
     results = experiment_summary(tally, {"r": (["a", "ctl"], "ctl")})["r"]
     assert results["control"] == "ctl"
     a, ctl = results["variants"]
     assert (a["variant"], a["exposures"], a["converted"], a["sent"]) == ("a", 1, 1, 2)
     assert (ctl["exposures"], ctl["sent"], ctl["is_control"]) == (1, 0, True)
+    assert (a["revenue"], ctl["revenue"]) == (120.0, 30.5)  # summed per variant
     assert a["uplift_abs"] == 0.0
 
 
