@@ -31,12 +31,14 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
 from nudgeflow.agents import erase, hooks, router
+from nudgeflow.agents.identity import Identity, Redirect, is_merge
 from nudgeflow.agents.plan import Plan, plan
 from nudgeflow.agents.quarantine import Failed, Guard
 from nudgeflow.agents.watchdog import EngineThreads
 from nudgeflow.engine.actions import Conversion, Decision, Trigger
 from nudgeflow.events.model import Event, encode_event
 from nudgeflow.events.parse import EventError
+from nudgeflow.events.segment import MERGE_EVENT
 from nudgeflow.observability import conversions, metrics
 from nudgeflow.observability.clock import now_ms
 from nudgeflow.observability.logs import log_decision
@@ -77,6 +79,7 @@ class Evaluator:
         book = attempts.AttemptBook(rt.attempts_direct)
         self.guard = Guard(book, threads, rt.settings.max_attempts)
         self.hook = hooks.parse(rt.settings.test_hook)  # tests only
+        self.identity = Identity(rt, self.checkpoint, self.pending, self.store, self._to_dlq)
         self.eraser = erase.Eraser(rt, self.checkpoint, self.pending)  # agents/erase.py
 
     async def handle_safely(self, event: faust.EventT) -> None:
@@ -141,6 +144,8 @@ class Evaluator:
             await self.fire_timers(message)
         elif topic == self.topics.events_by_user and erase.is_request(message):
             await self.eraser.apply(message)  # in the user's order, with its events
+        elif topic == self.topics.events_by_user and is_merge(message):
+            await self.identity.receive(message)  # agents/identity.py
         elif topic == self.topics.events_by_user:  # checked again: an internal topic
             routed = router.rekeyed(message.key, message.value, limits=self.limits)
             if isinstance(routed, router.Apply):
@@ -176,6 +181,9 @@ class Evaluator:
 
     async def apply_event(self, event: Event, user_key: bytes, message: Message) -> None:
         """Apply one event: attempts until one succeeds, or quarantine after the last."""
+        if event.type == MERGE_EVENT:  # a request to merge this user into another
+            await self.identity.request(event, user_key, message)
+            return
         started = time.perf_counter()
         key = attempts.record_key(message.topic, message.partition, message.offset)
         while True:
@@ -189,6 +197,9 @@ class Evaluator:
                     return
         if planned is None:
             metrics.events_duplicate.inc()
+            return
+        if isinstance(planned, Redirect):  # a merged-away id: on to the one it went to
+            await self.identity.redirect(event, planned.pointer, message)
             return
         metrics.events_applied.inc()
         await self.publish(user_key, planned, started)
@@ -207,9 +218,11 @@ class Evaluator:
 
         return make
 
-    def _apply(self, event: Event, now: int, state: UserState | None) -> Plan | None:
+    def _apply(self, event: Event, now: int, state: UserState | None) -> Plan | Redirect | None:
         """The step and everything it will send and write, encoded (the guard runs it
         inline under the alarm, or in an engine thread)."""
+        if state is not None and state.alias_of is not None:
+            return Redirect(state)
         step = self.rt.engine.apply(state, event, now)
         if self.hook is not None:  # tests: fail or run long with the step's decisions in hand
             self.hook(event.type)

@@ -8,8 +8,13 @@ Mapping decisions:
   `SPEC_EVENT_TYPES` ("Product Added" -> `cart_add`, "Order Completed" -> `purchase`),
   matched case- and punctuation-insensitively; any other name becomes its
   snake_case ("Video Played" -> `video_played`). `identify` -> `identify` with its
-  traits; `page` -> `page_view`; `screen` -> `screen_view`. `alias` and `group`
-  have no meaning for triggers: a batch reports them as ignored, never as accepted.
+  traits; `page` -> `page_view`; `screen` -> `screen_view`. `group` has no meaning
+  for triggers: a batch reports it as ignored, never as accepted.
+- Identity (DESIGN §3.2, engine/identity.py): a call with both `anonymousId` and a
+  different `userId`, or an `alias` (`previousId` -> `userId`), also becomes an
+  `identify_merge` request keyed by the anonymous id (`properties.known_id`, and a
+  `merge_id` derived from `messageId`, so a retried call is one merge). An `alias` has
+  no event of its own; an alias to itself is ignored (`self_alias`), never an error.
 - `timestamp` (else `originalTimestamp`, else the time received) becomes `ts`;
   `messageId` becomes `event_id`, so Segment retries are deduplicated.
 - `properties` pass through unchanged, and our canonical names are added when
@@ -27,6 +32,7 @@ Error fields name Segment's own fields (`userId`, `event`, `timestamp`, ...).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -59,7 +65,10 @@ CALL_TYPES: Mapping[str, str] = {
     "page": "page_view",
     "screen": "screen_view",
 }
-IGNORED_CALLS = frozenset({"alias", "group"})
+IGNORED_CALLS = frozenset({"group"})
+MERGE_EVENT = "identify_merge"  # the request's type: properties KNOWN_ID, MERGE_ID
+KNOWN_ID = "known_id"
+MERGE_ID = "merge_id"
 _PRODUCT_TYPES = frozenset({"product_view", "cart_add", "cart_remove", "wishlist_add"})
 _SEGMENT_FIELD = {
     "user_id": "userId",
@@ -146,16 +155,94 @@ def parse_segment_batch(
             ignored.append({"index": index, "type": call, "reason": "unsupported_call"})
             continue
         try:
-            events.append(
-                parse_segment_message(
-                    message, call=None, now_ms=now_ms, limits=limits, batch_context=batch_context
-                )
+            made = parse_segment_call(
+                message, call=None, now_ms=now_ms, limits=limits, batch_context=batch_context
             )
         except EventError as exc:
             errors.append((index, exc))
+            continue
+        events.extend(made)
+        if not made:
+            ignored.append({"index": index, "type": "alias", "reason": "self_alias"})
     if errors:
         raise BatchError(errors, total=len(messages))
     return SegmentBatch(events, ignored)
+
+
+def parse_segment_call(
+    message: Any,
+    *,
+    call: str | None,
+    now_ms: int,
+    limits: EventLimits = DEFAULT_LIMITS,
+    batch_context: Mapping[str, Any] | None = None,
+) -> list[Event]:
+    """The events one call becomes: its own (none for an `alias`), then the merge request
+    when it links an anonymous id to a user id; [] for an alias to itself."""
+    kind = call or (message.get("type") if isinstance(message, Mapping) else None)
+    if kind == "alias":
+        return _alias(message, now_ms=now_ms, limits=limits)
+    event = parse_segment_message(
+        message, call=call, now_ms=now_ms, limits=limits, batch_context=batch_context
+    )
+    anonymous = message.get("anonymousId")
+    if anonymous is None or anonymous == "" or message.get("userId") in (None, ""):
+        return [event]
+    anonymous_id = _id(anonymous, "anonymousId", now_ms, limits)
+    if anonymous_id == event.user_id:
+        return [event]
+    return [event, _merge_request(anonymous_id, event.user_id, event.ts, event.event_id, limits)]
+
+
+def _alias(message: Any, *, now_ms: int, limits: EventLimits) -> list[Event]:
+    """`previousId` -> `userId`: only the merge request (an alias is not an event)."""
+    if not isinstance(message, Mapping):
+        raise EventError("not_an_object", "a Segment call is a JSON object")
+    for name in ("previousId", "userId"):
+        if message.get(name) is None or message.get(name) == "":
+            raise EventError("missing_field", f"{name} is required for alias", name)
+    previous = _id(message["previousId"], "previousId", now_ms, limits)
+    known = _id(message["userId"], "userId", now_ms, limits)
+    if previous == known:
+        return []
+    ts = _first(message, "timestamp", "originalTimestamp", default=now_ms)
+    try:
+        checked = parse_event(
+            {"user_id": known, "type": "alias", "ts": ts}, now_ms=now_ms, limits=limits
+        )
+    except EventError as exc:
+        raise _renamed(exc) from None
+    return [_merge_request(previous, known, checked.ts, message.get("messageId"), limits)]
+
+
+def _id(value: Any, name: str, now_ms: int, limits: EventLimits) -> str:
+    """A user id as `userId` is read (numbers stringified), checked like one."""
+    try:
+        raw_id = _user_id({"userId": value})
+        return parse_event(
+            {"user_id": raw_id, "type": "alias", "ts": now_ms}, now_ms=now_ms, limits=limits
+        ).user_id
+    except EventError as exc:
+        raise EventError(exc.reason, exc.message.replace("user_id", name), name) from None
+
+
+def merge_id_for(anonymous: str, known: str, basis: str) -> str:
+    """Deterministic: the same call (its message id) gives the same id on every retry."""
+    raw = "\x1f".join((anonymous, known, basis)).encode()
+    return "mrg_" + hashlib.blake2b(raw, digest_size=12).hexdigest()
+
+
+def _merge_request(
+    anonymous: str, known: str, ts: int, message_id: Any, limits: EventLimits
+) -> Event:
+    basis = str(message_id) if message_id not in (None, "") else f"ts:{ts}"
+    return Event(
+        user_id=anonymous,
+        type=MERGE_EVENT,
+        ts=ts,
+        event_id=f"{basis}:merge" if message_id not in (None, "") else None,
+        properties={KNOWN_ID: known, MERGE_ID: merge_id_for(anonymous, known, basis)},
+    )
 
 
 def segment_to_raw(

@@ -105,6 +105,18 @@ events_duplicate = Counter(
     "Events dropped because their event_id was already applied for the user",
     registry=REGISTRY,
 )
+identity_merges = Counter(
+    "nudgeflow_identity_merges",
+    "Identity merge steps (engine/identity.py): moved, merged, returned, forwarded, "
+    "refused_<reason>, dropped_<reason>",
+    ["outcome"],
+    registry=REGISTRY,
+)
+identity_rerouted = Counter(
+    "nudgeflow_identity_rerouted",
+    "Events under a merged-away id sent on to the id it was merged into",
+    registry=REGISTRY,
+)
 decisions = Counter(
     "nudgeflow_decisions",
     "Rule decisions by rule and outcome (reason for suppressions; the limit for render_failed)",

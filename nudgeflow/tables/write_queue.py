@@ -107,6 +107,13 @@ class WriteQueue:
         else:
             callback()
 
+    def blocker(self, partition: int) -> asyncio.Future[Any] | None:
+        """The ack the partition's queued items wait for (its first hold), or None."""
+        for item in self._parts.get(partition, ()):
+            if isinstance(item, Hold):
+                return item.future
+        return None
+
     def ready(self) -> list[Write | Marker]:
         """Take, partition by partition in order, every write and marker up to the
         partition's first hold whose record is not acked yet (or failed); the rest of

@@ -27,7 +27,7 @@ from aiohttp import WSMsgType, web
 
 from nudgeflow.events.model import Event
 from nudgeflow.events.parse import BatchError, EventError, EventLimits, parse_batch, parse_event
-from nudgeflow.events.segment import parse_segment_batch, parse_segment_message
+from nudgeflow.events.segment import parse_segment_batch, parse_segment_call
 from nudgeflow.observability import metrics
 from nudgeflow.types.sinks import EventSink, SinkUnavailable
 from nudgeflow.web.auth import (
@@ -80,6 +80,8 @@ def add_ingest_routes(app: web.Application, sink: EventSink, options: IngestOpti
         ("/v1/p", "page"),
         ("/v1/screen", "screen"),
         ("/v1/s", "screen"),
+        ("/v1/alias", "alias"),
+        ("/v1/a", "alias"),
     ):
         app.router.add_post(path, views.segment_call(call))
     app.router.add_post("/v1/batch", views.segment_batch)
@@ -117,12 +119,15 @@ class _IngestViews:
             if isinstance(parsed, web.Response):
                 return parsed
             try:
-                event = parse_segment_message(
+                events = parse_segment_call(
                     parsed, call=call, now_ms=self.options.clock(), limits=self.options.limits
                 )
             except EventError as exc:
                 return _refused(BatchError([(None, exc)]), "segment")
-            return await self._store([event], "segment", extra={"success": True})
+            extra: dict[str, Any] = {"success": True}
+            if not events:  # an alias to itself: nothing to do (events/segment.py)
+                extra["ignored"] = [{"index": 0, "type": call, "reason": "self_alias"}]
+            return await self._store(events, "segment", extra=extra)
 
         return handler
 

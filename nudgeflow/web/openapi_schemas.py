@@ -97,7 +97,7 @@ SCHEMAS: Json = {
             "success": {"type": "boolean", "description": "Segment routes only"},
             "ignored": {
                 "type": "array",
-                "description": "Segment calls with no meaning for triggers (alias, group)",
+                "description": "Calls with nothing to store: group, an alias to itself",
                 "items": {
                     "type": "object",
                     "required": ["index", "type", "reason"],

@@ -82,6 +82,9 @@ def user_view(
     return {
         "user_id": user_id,
         "known": state is not None,
+        # Identity (engine/identity.py): where a merged-away id went; the ids merged in.
+        "merged_into": state.alias_of if state is not None else None,
+        "absorbed": list(state.absorbed or ()) if state is not None else [],
         "profile": dict(state.profile) if state is not None else {},
         "cart": cart_view(state) if state is not None else None,
         "armed": armed,

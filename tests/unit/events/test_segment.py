@@ -9,8 +9,13 @@ import pytest
 from nudgeflow.events.model import Event
 from nudgeflow.events.parse import BatchError, EventError
 from nudgeflow.events.segment import (
+    KNOWN_ID,
+    MERGE_EVENT,
+    MERGE_ID,
     event_type_for,
+    merge_id_for,
     parse_segment_batch,
+    parse_segment_call,
     parse_segment_message,
     snake_case,
 )
@@ -199,13 +204,11 @@ def test_batch_maps_each_call_applies_batch_context_and_reports_ignored_calls() 
     assert [(e.type, e.event_id) for e in batch.events] == [
         ("product_view", "a"),
         ("identify", "b"),
+        ("identify_merge", None),  # the alias: a merge request keyed by the previous id
         ("page_view", "c"),
     ]
-    assert all(e.traits["timezone"] == "Europe/Paris" for e in batch.events)
-    assert batch.ignored == [
-        {"index": 2, "type": "alias", "reason": "unsupported_call"},
-        {"index": 3, "type": "group", "reason": "unsupported_call"},
-    ]
+    assert all(e.traits["timezone"] == "Europe/Paris" for e in batch.events if e.traits)
+    assert batch.ignored == [{"index": 3, "type": "group", "reason": "unsupported_call"}]
 
 
 def test_batch_is_all_or_nothing_and_lists_every_bad_call() -> None:
@@ -232,3 +235,68 @@ def test_batch_body_problems(body: Any, reason: str) -> None:
     with pytest.raises(BatchError) as info:
         parse_segment_batch(body, now_ms=NOW, max_batch=2)
     assert [(i, e.reason) for i, e in info.value.errors] == [(None, reason)]
+
+
+# -- identity (issue 19.2): calls that link an anonymous id to a user id -----------------
+
+
+@pytest.mark.parametrize("call", ["identify", "track", "page"])
+def test_a_call_with_both_ids_also_asks_to_merge_the_anonymous_profile(call: str) -> None:
+    message = {"type": call, "userId": "kim", "anonymousId": "anon-1", "messageId": "m1",
+               "timestamp": TS, "event": "Signed In", "traits": {"email": "kim@x.io"}}  # fmt: skip
+    own, merge = parse_segment_call(message, call=None, now_ms=NOW)
+    assert own.user_id == "kim"
+    assert (merge.user_id, merge.type, merge.ts, merge.event_id) == (
+        "anon-1", MERGE_EVENT, own.ts, "m1:merge"
+    )  # fmt: skip
+    assert merge.properties == {KNOWN_ID: "kim", MERGE_ID: merge_id_for("anon-1", "kim", "m1")}
+    again = parse_segment_call(message, call=None, now_ms=NOW + 5000)  # a retried call
+    assert again[1].properties[MERGE_ID] == merge.properties[MERGE_ID]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "track", "userId": "kim", "event": "X"},
+        {"type": "track", "anonymousId": "anon-1", "event": "X"},
+        {"type": "track", "userId": "kim", "anonymousId": "kim", "event": "X"},
+        {"type": "track", "userId": "kim", "anonymousId": "", "event": "X"},
+    ],
+)
+def test_a_call_with_one_id_is_one_event(message: dict[str, Any]) -> None:
+    assert len(parse_segment_call(message, call=None, now_ms=NOW)) == 1
+
+
+def test_alias_is_only_a_merge_request_and_an_alias_to_itself_is_nothing() -> None:
+    [merge] = parse_segment_call(
+        {"previousId": "anon-1", "userId": 42, "messageId": "m2"}, call="alias", now_ms=NOW
+    )
+    assert (merge.user_id, merge.properties[KNOWN_ID]) == ("anon-1", "42")
+    assert (
+        parse_segment_call({"previousId": "kim", "userId": "kim"}, call="alias", now_ms=NOW) == []
+    )
+    batch = parse_segment_batch(
+        {"batch": [{"type": "alias", "previousId": "k", "userId": "k"}]}, now_ms=NOW
+    )
+    assert batch.events == [] and batch.ignored == [
+        {"index": 0, "type": "alias", "reason": "self_alias"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("message", "reason", "field"),
+    [
+        ({"userId": "kim"}, "missing_field", "previousId"),
+        ({"previousId": "anon"}, "missing_field", "userId"),
+        ({"previousId": "anon", "userId": {"x": 1}}, "wrong_type", "userId"),
+        ({"previousId": "a" * 1000, "userId": "kim"}, "too_long", "previousId"),
+        ({"previousId": "anon", "userId": "kim", "timestamp": "soon"}, "bad_timestamp",
+         "timestamp"),
+    ],
+)  # fmt: skip
+def test_bad_alias_calls_name_the_segment_field(
+    message: dict[str, Any], reason: str, field: str
+) -> None:
+    with pytest.raises(EventError) as info:
+        parse_segment_call(message, call="alias", now_ms=NOW)
+    assert (info.value.reason, info.value.field) == (reason, field)

@@ -224,13 +224,34 @@ def test_segment_track_and_batch(server: Server) -> None:
     }
     resp = requests.post(f"{url}/v1/batch", json=batch, headers=basic("any-key"))
     assert resp.status_code == 202
-    assert resp.json()["accepted"] == 2
-    assert resp.json()["ignored"] == [{"index": 1, "type": "alias", "reason": "unsupported_call"}]
-    assert [(e.type, e.event_id) for e in sink.events] == [
-        ("purchase", "m1"),
-        ("purchase", "m2"),
-        ("identify", None),
+    assert resp.json() == {"accepted": 3, "success": True}
+    assert [(e.user_id, e.type, e.event_id) for e in sink.events] == [
+        ("u1", "purchase", "m1"),
+        ("u1", "purchase", "m2"),
+        ("a", "identify_merge", None),  # the alias: merge `a` into u1 (issue 19.2)
+        ("u1", "identify", None),
     ]
+
+
+def test_segment_alias_route_stores_a_merge_request_and_ignores_a_self_alias(
+    server: Server,
+) -> None:
+    url, sink = server()
+    alias = {"previousId": "anon-1", "userId": "kim", "messageId": "m9"}
+    resp = requests.post(f"{url}/v1/alias", json=alias, headers=basic("any-key"))
+    assert (resp.status_code, resp.json()) == (202, {"accepted": 1, "success": True})
+    [merge] = sink.events
+    assert (merge.user_id, merge.type, merge.properties["known_id"]) == (
+        "anon-1", "identify_merge", "kim"
+    )  # fmt: skip
+    itself = {"previousId": "kim", "userId": "kim"}
+    resp = requests.post(f"{url}/v1/a", json=itself, headers=basic("any-key"))
+    assert resp.status_code == 202
+    assert resp.json()["ignored"] == [{"index": 0, "type": "alias", "reason": "self_alias"}]
+    resp = requests.post(f"{url}/v1/alias", json={"userId": "kim"}, headers=basic("any-key"))
+    assert resp.status_code == 400
+    assert resp.json()["errors"][0]["field"] == "previousId"
+    assert len(sink.events) == 1
 
 
 def test_segment_bad_calls_are_400_with_segment_field_names(server: Server) -> None:
