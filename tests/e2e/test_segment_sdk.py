@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+import aiohttp
 import msgspec
 import pytest
 
@@ -57,3 +59,68 @@ async def test_segment_sdk_track_and_identify_become_events_and_fire_rules(start
     assert (trigger["rule"], trigger["user_id"]) == ("cart_reminder", "seg-ana")
     assert trigger["fields"]["user_email"] == "ana@example.com"
     assert trigger["fields"]["cart_value"] == 60
+
+
+async def test_segment_sdk_identify_and_alias_merge_the_guests_into_the_account(
+    start_worker,
+) -> None:
+    """Issue 19.2: two guests' carts (one identified, one aliased) become the account's,
+    and its one reminder carries both carts and the identify's email."""
+    from segment.analytics import Client
+
+    worker = start_worker(LIVE)
+    errors: list[Exception] = []
+    client = Client(
+        "any-write-key",
+        host=worker.url,
+        sync_mode=True,
+        max_retries=0,
+        on_error=lambda exc, _batch: errors.append(exc),
+    )
+
+    def calls() -> None:
+        for guest, sku, price in (("seg-phone", "p1", 80), ("seg-tablet", "p2", 20)):
+            client.track(
+                anonymous_id=guest,
+                event="Product Added",
+                properties={"product_id": sku, "price": price, "quantity": 1},
+            )
+        client.identify("seg-kim", {"email": "kim@example.com"}, anonymous_id="seg-phone")
+        client.alias("seg-tablet", "seg-kim")
+
+    await asyncio.to_thread(calls)
+    assert errors == []
+
+    events = [
+        msgspec.json.decode(r.value)
+        for r in await consume_all(
+            worker.broker, f"{worker.prefix}.events", min_count=5, timeout=30
+        )
+    ]
+    merges = {
+        (e["user_id"], e["properties"]["known_id"]) for e in events if e["type"] == "identify_merge"
+    }
+    assert merges == {("seg-phone", "seg-kim"), ("seg-tablet", "seg-kim")}
+    # Both guests end as pointers: from then on they cannot fire (a trigger sent before
+    # that would already be in the topic, ahead of the pointer's write).
+    for guest in ("seg-phone", "seg-tablet"):
+        await _wait_merged(worker.url, guest, "seg-kim")
+    triggers = await consume_all(
+        worker.broker, f"{worker.prefix}.triggers", min_count=1, timeout=30
+    )
+    [trigger] = [msgspec.json.decode(t.value) for t in triggers]
+    assert (trigger["rule"], trigger["user_id"]) == ("cart_reminder", "seg-kim")
+    assert trigger["fields"]["user_email"] == "kim@example.com"
+    assert trigger["fields"]["cart_value"] == 100  # both guests' carts
+
+
+async def _wait_merged(url: str, user: str, into: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        async with aiohttp.ClientSession() as s, s.get(f"{url}/users/{user}") as resp:
+            body = await resp.json() if resp.status == 200 else {}
+        if body.get("merged_into") == into:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{user} not merged into {into}: {body}")
