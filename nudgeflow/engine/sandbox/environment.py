@@ -93,7 +93,7 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
         super().__init__(*args, **kwargs)
         self.budget = budget
         self.light_globals: frozenset[str] = frozenset()
-        self.light_filters: set[str] = set(UNBUDGETED_FILTERS | SOFT_FILTERS)
+        self.light_filters: set[str] = set(UNBUDGETED_FILTERS | SOFT_FILTERS | {"round"})
         self.filters = budgeted_filters(self.filters, self)
         self.globals["range"] = budget_range
         self.globals["lipsum"] = budget_lipsum

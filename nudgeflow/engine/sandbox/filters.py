@@ -19,7 +19,7 @@ from jinja2.filters import make_attrgetter, sync_do_join
 from jinja2.nodes import EvalContext
 from jinja2.utils import _PassArg, pass_eval_context
 
-from nudgeflow.engine.sandbox.budget import Budget, Unmetered
+from nudgeflow.engine.sandbox.budget import INT_BITS, Budget, BudgetExceeded, Unmetered
 from nudgeflow.engine.sandbox.meter import Meter, active, current, settle_idle, ticking
 from nudgeflow.engine.sandbox.methods import arg, collect_join
 from nudgeflow.engine.sandbox.sizes import (
@@ -126,10 +126,12 @@ FILTER_CHECKS: dict[str, FilterCheck] = {
     "wordwrap": _f_wordwrap,
 }
 # Return their input, a part of it, or a number: nothing to check, and the hot ones
-# (`default`, `length`) stay as fast as before.
+# (`default`, `length`) stay as fast as before. (`round` returns a number too, but its
+# precision is checked first: `light_round`.)
 UNBUDGETED_FILTERS = frozenset(
-    {"abs", "attr", "count", "d", "default", "first", "float", "last", "length", "random", "round"}
+    {"abs", "attr", "count", "d", "default", "first", "float", "last", "length", "random"}
 )
+_BITS_PER_DIGIT = 3.3219280948873626  # log2(10)
 # Map a string to a bounded, non-compounding function of it (at most a few times longer,
 # and applying them again does not grow it further: `e` on Markup is a no-op): a light
 # template or expression may use them with no meter, their results checked for size.
@@ -200,6 +202,24 @@ def light_filter(func: Callable[..., Any], env: Budgeted) -> Callable[..., Any]:
     return budgeted
 
 
+def light_round(func: Callable[..., Any], env: Budgeted) -> Callable[..., Any]:
+    """Jinja's `round`, its precision checked first: `5|round(-10**9)` is one C call
+    computing 10 ** 10**9 (`round(int, -n)`, and `value * 10**n` for ceil/floor) that
+    holds the GIL for minutes. The result is a number; light renders may use it."""
+
+    def budgeted(value: Any, precision: Any = 0, method: Any = "common") -> Any:
+        if isinstance(precision, int) and precision:
+            meter = current()
+            limit = (env.budget if meter is None else meter.budget).int_bits
+            bits = int(abs(precision) * _BITS_PER_DIGIT) + 1
+            if bits > limit:
+                raise BudgetExceeded(INT_BITS, limit, bits, "round")
+        return func(value, precision, method)
+
+    update_wrapper(budgeted, func)
+    return budgeted
+
+
 @pass_eval_context
 def _join_filter(
     eval_ctx: EvalContext, value: Iterable[Any], d: str = "", attribute: str | int | None = None
@@ -221,6 +241,8 @@ def budgeted_filters(
     for name, func in filters.items():
         if name in UNBUDGETED_FILTERS:
             result[name] = func
+        elif name == "round":
+            result[name] = light_round(func, env)
         elif name in SOFT_FILTERS:
             result[name] = light_filter(func, env)
         elif name == "join":

@@ -51,6 +51,12 @@ class Meter:
         if monotonic() > self.deadline:
             raise BudgetExceeded(WALL_TIME_MS, self.budget.wall_time_ms)
 
+    def spend(self, iterations: int, what: str) -> None:
+        """Pay `iterations` loop iterations at once, before work that costs as many."""
+        if iterations > self.iterations_left:
+            raise BudgetExceeded(LOOP_ITERATIONS, self.budget.loop_iterations, iterations, what)
+        self.iterations_left -= iterations
+
     def check_time(self) -> None:
         if monotonic() > self.deadline:
             raise BudgetExceeded(WALL_TIME_MS, self.budget.wall_time_ms)

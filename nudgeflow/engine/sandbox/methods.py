@@ -9,6 +9,7 @@ and their results are settled by `BudgetedSandbox.call` like every other call's.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -90,6 +91,20 @@ def _m_split(meter: Meter, owner: Any, args: tuple[Any, ...], kwargs: dict[str, 
     return args
 
 
+def _m_codec(meter: Meter, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """`encode`/`decode`: the punycode codec is pure Python and quadratic (8,000 distinct
+    characters ran for over a minute), so it costs len**2 loop iterations, paid up front."""
+    name = arg(args, kwargs, 0, "encoding", "utf-8")
+    if isinstance(name, str) and "uny" in name.lower():  # cheap test before the lookup
+        try:
+            punycode = codecs.lookup(name).name == "punycode"
+        except LookupError:
+            return args  # the call raises it
+        if punycode:
+            meter.spend(len(owner) * len(owner), "punycode")
+    return args
+
+
 def _m_to_bytes(meter: Meter, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     length = arg(args, kwargs, 0, "length", 1)
     if isinstance(length, int):
@@ -108,5 +123,7 @@ STR_METHODS: dict[str, MethodCheck] = {
     "translate": _m_translate,
     "split": _m_split,
     "rsplit": _m_split,
+    "encode": _m_codec,
+    "decode": _m_codec,
 }
 INT_METHODS: dict[str, MethodCheck] = {"to_bytes": _m_to_bytes}

@@ -76,6 +76,10 @@ ATTACKS: list[tuple[str, str]] = [
         "int_bits",
     ),
     ("{{ ('f' * 100000)|int(base=16) }}", "int_bits"),
+    # `round` computes 10 ** precision in one C call that holds the GIL: refused first
+    ("{{ 5|round(-1000000000) }}", "int_bits"),
+    ("{{ 1.5|round(1000000000, 'floor') }}", "int_bits"),
+    ("{{ cart.count|round(-(user.n ** 2)) }}", "int_bits"),
     # strings built by operators
     ("{{ '%0200000000d' % 1 }}", "string_length"),
     ("{{ '%.200000000f' % 1.0 }}", "string_length"),
@@ -195,6 +199,19 @@ def test_defaults_stop_every_attack_fast() -> None:
             render(source, with_user(n=6000))
         assert time.monotonic() - started < FAST, source
         assert info.value.limit is not None, str(info.value)
+
+
+def test_punycode_is_paid_for_before_it_runs() -> None:
+    """The punycode codec is pure Python and quadratic in distinct characters: 8,000 of
+    them ran for over a minute, past every clock check (one call)."""
+    distinct = "".join(chr(0x100 + i) for i in range(8000))
+    for source in ["{{ user.s.encode('punycode') }}", "{{ user.b.decode(encoding='PunyCode') }}"]:
+        context = with_user(s=distinct, b=distinct.encode("punycode"))
+        error = assert_fails_fast(source, "loop_iterations", context)
+        assert "punycode needs" in str(error)
+    assert render("{{ 'bücher'.encode('punycode') }} {{ 'bücher'.encode('idna') }}") == (
+        "b'bcher-kva' b'xn--bcher-kva'"
+    )
 
 
 def test_iterating_filters_count_their_items() -> None:
@@ -381,6 +398,11 @@ ORDINARY: list[tuple[str, str]] = [
         '{"a": [1, 2.5, null, true], "b": "Ada Lovelace"} [\n  3,\n  1,\n  2\n] 59.9 1024 1 ababab',
     ),
     (
+        "{{ 42.55|round(1, 'floor') }} {{ 42.55|round }} {{ 1234|round(-2) }} "
+        "{{ cart.value|round(2, 'ceil') }} {{ 5|round(-1233) }}",
+        "42.5 43.0 1200 59.9 0",
+    ),
+    (
         "{% for k, v in {'x': 1, 'y': 2}|dictsort %}{{ k }}={{ v }};{% else %}none{% endfor %}"
         "{% for i in range(5) if i is odd %}{{ i }}{% endfor %}{{ range(3)|sum }}"
         "{{ [1,2,3]|select('odd')|list }}{{ 'a,b'.split(',') }}",
@@ -492,6 +514,8 @@ WHEN_ATTACKS: list[tuple[str, str]] = [
     ("(user.name * 200000 ~ user.name * 200000)|length > 0", "string_length"),
     ("('x' * 1000000)|list|length > 0", "loop_iterations"),
     ("('x' * 1000000)|map('upper')|list|length > 0", "loop_iterations"),
+    ("cart.value|round(-1000000000) == 0", "int_bits"),  # light: checked with no meter too
+    ("user.name|round(1000000000, 'ceil') == 0", "int_bits"),
 ]
 
 
