@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,12 @@ from aiohttp import WSMsgType, web
 
 from nudgeflow.events.model import Event
 from nudgeflow.events.parse import BatchError, EventError, EventLimits, parse_batch, parse_event
-from nudgeflow.events.segment import parse_segment_batch, parse_segment_call
+from nudgeflow.events.segment import (
+    KNOWN_ID,
+    MERGE_EVENT,
+    parse_segment_batch,
+    parse_segment_call,
+)
 from nudgeflow.observability import metrics
 from nudgeflow.types.sinks import EventSink, SinkUnavailable
 from nudgeflow.web.auth import (
@@ -67,6 +73,37 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class RecentMerges:
+    """The identity-merge requests this worker stored lately (events/segment.py): analytics.js
+    sends `anonymousId` with every call of a signed-in user, and the first request per pair
+    does the merge; the rest would only cost a record each. Bounded, and forgotten after
+    `ttl_ms`, so a pair is asked again now and then (a request is idempotent)."""
+
+    def __init__(self, size: int = 10_000, ttl_ms: int = 600_000) -> None:
+        self.size, self.ttl_ms = size, ttl_ms
+        self._pairs: OrderedDict[tuple[str, Any], int] = OrderedDict()
+
+    def fresh(self, events: list[Event], now: int) -> list[Event]:
+        """`events` without the merge requests for a pair stored within the last ttl."""
+        return [e for e in events if e.type != MERGE_EVENT or not self._recent(_pair(e), now)]
+
+    def _recent(self, pair: tuple[str, Any], now: int) -> bool:
+        at = self._pairs.get(pair)
+        return at is not None and now - at < self.ttl_ms
+
+    def remember(self, events: list[Event], now: int) -> None:
+        for event in events:
+            if event.type == MERGE_EVENT:
+                self._pairs[_pair(event)] = now
+                self._pairs.move_to_end(_pair(event))
+        while len(self._pairs) > self.size:
+            self._pairs.popitem(last=False)
+
+
+def _pair(event: Event) -> tuple[str, Any]:
+    return event.user_id, event.properties.get(KNOWN_ID)
+
+
 def add_ingest_routes(app: web.Application, sink: EventSink, options: IngestOptions) -> None:
     """Mount `POST /events`, the Segment `/v1/*` routes and `GET /ws/events` on `app`."""
     views = _IngestViews(sink, options)
@@ -93,6 +130,7 @@ class _IngestViews:
     def __init__(self, sink: EventSink, options: IngestOptions) -> None:
         self.sink = sink
         self.options = options
+        self.merges = RecentMerges()  # Segment calls' identity-merge requests, lately stored
 
     # -- POST /events ---------------------------------------------------------------
 
@@ -257,6 +295,9 @@ class _IngestViews:
         self, events: list[Event], source: str, *, extra: dict[str, Any] | None = None
     ) -> web.Response:
         metrics.events_received.labels(source=source).inc(len(events))
+        now = self.options.clock()
+        if source == "segment":
+            events = self.merges.fresh(events, now)
         if events:
             try:
                 await self.sink.send(events)
@@ -271,6 +312,8 @@ class _IngestViews:
                     code="store_unavailable",
                     headers={"Retry-After": RETRY_AFTER_S},
                 )
+        if source == "segment":
+            self.merges.remember(events, now)
         return web.json_response({"accepted": len(events), **(extra or {})}, status=202)
 
 

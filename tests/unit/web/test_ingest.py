@@ -437,3 +437,26 @@ def test_fuzz_endpoints_never_5xx_and_always_explain(fuzz_url: str, body: bytes,
     if resp.status_code != 202:
         errors = resp.json()["errors"]
         assert errors and all(e["reason"] and e["message"] for e in errors)
+
+
+MERGE = "identify_merge"
+
+
+def test_a_signed_in_browser_asks_each_merge_once_not_with_every_call(server: Server) -> None:
+    """analytics.js sends anonymousId with every call: one merge request per pair."""
+    clock = [NOW]
+    url, sink = server(clock=lambda: clock[0])
+
+    def track(anon: str) -> int:
+        call = {"userId": "kim", "anonymousId": anon, "event": "Product Viewed"}
+        resp = requests.post(f"{url}/v1/track", json=call, headers=basic("any-key"))
+        assert resp.status_code == 202
+        accepted: int = resp.json()["accepted"]
+        return accepted
+
+    assert [track("anon-1"), track("anon-1"), track("anon-2")] == [2, 1, 2]
+    clock[0] += 600_000  # after the ttl the pair is asked again (a request is idempotent)
+    assert track("anon-1") == 2
+    merges = [(e.user_id, e.properties["known_id"]) for e in sink.events if e.type == MERGE]
+    assert merges == [("anon-1", "kim"), ("anon-2", "kim"), ("anon-1", "kim")]
+    assert [e.type for e in sink.events].count("product_view") == 4
