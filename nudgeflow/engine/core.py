@@ -45,9 +45,9 @@ from nudgeflow.engine.state import (
     id_key,
     merge_traits,
     new_state,
+    place,
     record_history,
     remember_key,
-    seen_key,
 )
 from nudgeflow.engine.steps import Branch, Send
 
@@ -155,10 +155,11 @@ class Engine:
         if state is None:
             state = new_state(event.user_id)
         event_id = event.event_id
-        key = None
+        key = at = None
         if event_id is not None:
             key = id_key(event_id)
-            if seen_key(state, key, event_id):
+            at = place(state, key, event_id)
+            if at is None:
                 return Step(state, [], duplicate=True)
         actions: list[Action] = []
         ts = event.ts
@@ -168,7 +169,7 @@ class Engine:
         if ts > state.last_ts:
             state.last_ts = ts
         if key is not None:
-            remember_key(state, key, ts, self.dedupe)
+            remember_key(state, key, ts, self.dedupe, at)
         props = event.properties
         if event.traits:
             merge_traits(state, event.traits)

@@ -191,12 +191,20 @@ def seen(state: UserState, event_id: str | None) -> bool:
 
 
 def seen_key(state: UserState, key: int, event_id: str) -> bool:
-    """Was this id applied? A binary search of the sorted keys, in C (bisect over a uint64
-    view): no Python object per id, and decoding a state is one copy per byte string."""
+    return place(state, key, event_id) is None
+
+
+def place(state: UserState, key: int, event_id: str) -> int | None:
+    """None if this id was applied, else where its key goes (for remember_key). A binary
+    search of the sorted keys, in C (bisect over a uint64 view): no Python object per
+    id, and decoding a state is one copy per byte string."""
     if state.seen_ids and event_id in state.seen_ids:
-        return True
+        return None
     keys = state.seen_keys
-    return keys is not None and _find(keys, key)[1]
+    if keys is None:
+        return 0
+    at, found = _find(keys, key)
+    return None if found else at
 
 
 def _find(keys: bytearray, key: int) -> tuple[int, bool]:
@@ -213,21 +221,26 @@ def remember_id(
         remember_key(state, id_key(event_id), ts, dedupe or _DEFAULT_DEDUPE)
 
 
-def remember_key(state: UserState, key: int, ts: int, dedupe: Dedupe) -> None:
+def remember_key(
+    state: UserState, key: int, ts: int, dedupe: Dedupe, at: int | None = None
+) -> None:
     """Keep the last `dedupe.ids` ids (`key` not yet seen: seen_key() was False), none
     older than `dedupe.within_ms` before the newest event time (state.last_ts); the
     oldest arrivals leave first. Python work is O(1) per call plus one step per id that
     leaves: the ring appends at its end and drops from its start (a bytearray does both
-    without copying), the sorted keys move their tail (a memmove)."""
+    without copying), the sorted keys move their tail (a memmove). `at`: place()'s
+    answer for this key, if the caller has it (saves a search)."""
     if state.seen_ids:
         _fold_lists(state)
+        at = None
     keys, ring = state.seen_keys, state.seen_ring
     if keys is None or ring is None:
         keys = state.seen_keys = bytearray()
         ring = state.seen_ring = bytearray()
     packed = key.to_bytes(_KEY, _ORDER)
-    at = _find(keys, key)[0] * _KEY
-    keys[at:at] = packed
+    if at is None:
+        at = _find(keys, key)[0]
+    keys[at * _KEY : at * _KEY] = packed
     ring += packed
     ring += _secs(ts)
     n = len(ring) // _RING
