@@ -223,10 +223,11 @@ class Evaluator:
         inline under the alarm, or in an engine thread)."""
         if state is not None and state.alias_of is not None:
             return Redirect(state)
-        step = self.rt.engine.apply(state, event, now)
+        live = self.rt.live  # one read: the engine and its version agree (live rules)
+        step = live.engine.apply(state, event, now)
         if self.hook is not None:  # tests: fail or run long with the step's decisions in hand
             self.hook(event.type)
-        return None if step.duplicate else plan(step.state, step.actions)
+        return None if step.duplicate else plan(step.state, step.actions, version=live.version)
 
     async def _quarantine(self, message: Message, key: bytes, tried: attempts.Attempts) -> None:
         log.error(
@@ -270,8 +271,9 @@ class Evaluator:
     def _fire(self, now: int, state: UserState | None) -> Plan:
         if state is None:
             raise LookupError("the due user's state is gone")
-        step = self.rt.engine.fire_due(state, now)
-        return plan(step.state, step.actions, consumed=True)
+        live = self.rt.live
+        step = live.engine.fire_due(state, now)
+        return plan(step.state, step.actions, consumed=True, version=live.version)
 
     async def _quarantine_timer(
         self, partition: int, user_key: bytes, deadline: int, tried: attempts.Attempts

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nudgeflow.engine.actions import Action, Decision, Trigger, encode_action
+from nudgeflow.engine.actions import Action, Conversion, Decision, Trigger, encode_action
 from nudgeflow.engine.state import UserState, encode_state
 from nudgeflow.tables import timeline
 
@@ -28,15 +28,21 @@ class Plan:
     refile: bool  # the index entry moves (add the new one, drop the old one)
 
 
-def plan(state: UserState, actions: list[Action], *, consumed: bool = False) -> Plan:
+def plan(
+    state: UserState, actions: list[Action], *, consumed: bool = False, version: int = 0
+) -> Plan:
     """Encode `actions` and `state` (which it updates: timeline, index entry).
 
     `consumed`: the user's index entry just came due and must be re-filed or dropped.
+    `version`: the live rules version of the engine that decided (each trigger and
+    decision carries it as `rule_version`).
     """
     late = {a.trigger_id: a.lateness_s for a in actions if isinstance(a, Trigger) and a.late}
     records: list[tuple[Action, bytes]] = []
     audited: list[Decision] = []
     for action in actions:
+        if version and not isinstance(action, Conversion):
+            action.rule_version = version
         if unaudited(action):
             records.append((action, b""))
             continue

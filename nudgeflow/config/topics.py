@@ -59,3 +59,8 @@ class TopicNames:
     def erasures(self) -> str:
         """One audit record per erased user, without personal data (tables/erasure.py)."""
         return self._name("erasures")
+
+    @property
+    def rules(self) -> str:
+        """The rules versions: compacted, one partition (config/versions.py)."""
+        return self._name("rules")

@@ -34,6 +34,7 @@ DecisionOutcome = Literal[
     "split",  # a split assigned a path: reason = the path's name
     "exited",  # a journey's run ended: reason exit | completed | restarted
     "evicted",  # a run ended to keep the runs per rule per user within limits.max_runs
+    "rule_removed",  # live rules: the run's rule is gone from the live version
 ]
 
 
@@ -59,6 +60,7 @@ class Trigger(msgspec.Struct, kw_only=True, omit_defaults=False):
     destinations: list[str]
     send: bool = True  # False for a control-group exposure: recorded, never delivered
     fields: dict[str, Scalar] = {}
+    rule_version: int = 0  # the live rules version that made it (DESIGN §3.3; 0: none)
 
     def to_payload(self) -> dict[str, Scalar]:
         """The flat webhook body: no nested objects, no arrays of objects."""
@@ -89,6 +91,7 @@ class Decision(msgspec.Struct, kw_only=True, omit_defaults=True):
     variant: str | None = None
     deadline: str | None = None
     detail: dict[str, Scalar] = {}
+    rule_version: int = 0  # the live rules version that made it (DESIGN §3.3; 0: none)
 
 
 class Conversion(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from nudgeflow.engine import besttime
 from nudgeflow.engine.actions import Action
 from nudgeflow.engine.attribution import Attributor
+from nudgeflow.engine.decisions import removed_decision
 from nudgeflow.engine.experiments import BanditPosteriors
 from nudgeflow.engine.expressions import Expression
 from nudgeflow.engine.firing import Firer, Renderer
@@ -50,6 +51,7 @@ from nudgeflow.engine.state import (
     remember_key,
 )
 from nudgeflow.engine.steps import Branch, Send
+from nudgeflow.engine.timefmt import iso_utc
 
 if TYPE_CHECKING:
     from nudgeflow.events.model import Event
@@ -236,8 +238,11 @@ class Engine:
                 key = self._first_of(armed_map, best)
             armed = armed_map[key]
             rule = self.rules.get(key) if RUN_SEP not in key else self.rules.get(rule_of(key))
-            if rule is None or armed.step >= len(rule.program):  # rule removed from config
+            if rule is None or armed.step >= len(rule.program):  # gone from the live version
                 del armed_map[key]
+                gone = "rule" if rule is None else "step"
+                at = iso_utc(armed.deadline)
+                actions.append(removed_decision(state.user_id, rule_of(key), armed, at, gone))
                 continue
             self.journeys.due(state, rule, key, armed, now_ms, actions)
 

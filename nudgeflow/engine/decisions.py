@@ -62,3 +62,21 @@ def run_decision(
         deadline=deadline if deadline is not None else at,
         detail=full,
     )
+
+
+def removed_decision(user_id: str, rule: str, run: Armed, at: str, gone: str) -> Decision:
+    """A run whose rule (gone = "rule") or step ("step") is not in the live rules version
+    any more ends, said once (DESIGN §3.3), instead of vanishing from the audit."""
+    detail: dict[str, Scalar] = {"step": run.step}
+    if run.instance:
+        detail["instance"] = run.instance
+    return Decision(
+        user_id=user_id,
+        rule=rule,
+        outcome="rule_removed",
+        at=at,
+        reason=gone,
+        variant=run.variant or DEFAULT_VARIANT,
+        deadline=at,
+        detail=detail,
+    )

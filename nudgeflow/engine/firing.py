@@ -154,7 +154,7 @@ class Firer:
 
     def _checks_for(self, rule: Rule, index: int) -> tuple[_Check, ...]:
         send = rule.program[index].action
-        checks: list[_Check] = []
+        checks: list[_Check] = [self._paused] if rule.paused else []
         if rule.when is not None or (isinstance(send, Send) and send.when is not None):
             checks.append(self._when)
         consent = self.limits.consent
@@ -226,6 +226,12 @@ class Firer:
         run.deadline = t.send_ms
         f.decide("deferred", "best_time", **f.timing).deadline = iso_utc(t.send_ms)
         return True
+
+    def _paused(self, f: _Firing) -> int | None:
+        """A paused rule (DESIGN §3.3): the due send is `suppressed` with reason `paused`;
+        the run goes on to its next step, its timers kept."""
+        f.decide("suppressed", "paused")
+        return _STEP
 
     def _when(self, f: _Firing) -> int | None:
         """The rule's `when`, then the step's."""

@@ -81,6 +81,7 @@ class Rule:
     restart: bool = False
     conversion_event: str | None = None  # default: the experiment's
     conversion_within_ms: int | None = None
+    paused: bool = False  # live rules (DESIGN §3.3): due sends are suppressed, runs go on
     # derived in __post_init__ (read on every event: plain attributes, not properties)
     keyed: bool = field(init=False, default=False)  # runs per instance, or one per trigger
     remembers_ends: bool = field(init=False, default=False)  # reentry after D > 0

@@ -30,6 +30,15 @@ from nudgeflow.tables.direct import DirectTable
 from nudgeflow.tables.timer_floors import TimerFloors
 
 
+@dataclass(frozen=True)
+class Live:
+    """The engine and the rules version it was built from, swapped as one reference
+    (pipeline/live_rules.py) between two records of the evaluate agent."""
+
+    engine: Engine
+    version: int = 0  # 0: not from the rules topic
+
+
 @dataclass
 class Runtime:
     """Everything an agent or a web view needs, built once per worker."""
@@ -38,7 +47,7 @@ class Runtime:
     settings: WorkerSettings
     config: NudgeflowConfig
     topics: TopicNames
-    engine: Engine
+    live: Live  # the engine and its rules version; read `engine` / `live` once per call
     sender: KafkaRecordSender  # the one way an agent sends a record (pipeline/producer.py)
     users: faust.Table  # user id -> UserState, with the timer index (tables/users.py)
     timeline: faust.Table  # user id -> audit timeline (tables/timeline.py)
@@ -54,6 +63,17 @@ class Runtime:
     # Awaited on SIGTERM before the app stops (worker.Worker): the deliver agent finishes
     # or hands back its in-flight webhooks there, while its partitions are still its own.
     before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    rules_error: str | None = None  # the last rules version that failed to load here, why
+
+    @property
+    def engine(self) -> Engine:
+        return self.live.engine
+
+    def swap(self, engine: Engine, version: int) -> None:
+        """Make `engine` (rules version `version`) the live one; one assignment, so a
+        record is handled wholly by the old engine or wholly by the new."""
+        engine.bandits.update(self.live.engine.bandits)
+        self.live = Live(engine, version)
 
     @property
     def partitions(self) -> int:
@@ -63,12 +83,26 @@ class Runtime:
         return owned_partitions(self.app, topic)
 
 
+def worker_engine(
+    config: NudgeflowConfig, settings: WorkerSettings, *, warn: bool = False
+) -> Engine:
+    """The engine a worker runs for `config` (at start, and at each rules version)."""
+    return build_engine(
+        config,
+        secret=engine_secret(warn=warn),
+        budget=settings.render_budget(),
+        links=link_signer(settings),
+    )
+
+
 def owned_partitions(app: faust.App, topic: str) -> list[int]:
     """The partitions of `topic` this worker actively owns now, sorted."""
     return sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic)
 
 
-def build_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime:
+def build_runtime(
+    config: NudgeflowConfig, settings: WorkerSettings, rule_version: int = 0
+) -> Runtime:
     """The app, its tables and write paths, and the process tuning; no agents yet."""
     app = create_app(settings)
     sender = KafkaRecordSender(app)
@@ -80,12 +114,7 @@ def build_runtime(config: NudgeflowConfig, settings: WorkerSettings) -> Runtime:
         settings=settings,
         config=config,
         topics=TopicNames(settings.topic_prefix),
-        engine=build_engine(
-            config,
-            secret=engine_secret(),
-            budget=settings.render_budget(),
-            links=link_signer(settings),
-        ),
+        live=Live(worker_engine(config, settings, warn=True), rule_version),
         sender=sender,
         users=users,
         timeline=timeline,
