@@ -11,6 +11,12 @@ from typing import Any
 
 import msgspec
 
+# An identity-merge request (engine/identity.py) is an event of this type, keyed by the
+# anonymous id, with the known id and a stable merge id in its properties.
+MERGE_EVENT = "identify_merge"
+KNOWN_ID = "known_id"
+MERGE_ID = "merge_id"
+
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     user_id: str

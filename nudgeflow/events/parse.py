@@ -40,7 +40,7 @@ import msgspec
 
 from nudgeflow.events import values
 from nudgeflow.events.errors import BatchError, EventError
-from nudgeflow.events.model import Event
+from nudgeflow.events.model import KNOWN_ID, MERGE_EVENT, MERGE_ID, Event
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -93,9 +93,10 @@ def parse_event(
     if type(raw) is bytes:
         event = _fast_path(raw, now_ms, limits)
         if event is not None:
-            return event
+            return _merge_checked(event, limits) if event.type == MERGE_EVENT else event
     try:
-        return _validate(_load(raw, limits), now_ms, limits)
+        event = _validate(_load(raw, limits), now_ms, limits)
+        return _merge_checked(event, limits) if event.type == MERGE_EVENT else event
     except EventError:
         raise
     except RecursionError:
@@ -238,6 +239,17 @@ def _validate(obj: dict[str, Any], now_ms: int | None, limits: EventLimits) -> E
         properties=_object(obj.get("properties"), "properties", limits.max_depth),
         traits=_object(obj.get("traits"), "traits", limits.max_depth),
     )
+
+
+def _merge_checked(event: Event, limits: EventLimits) -> Event:
+    """An identity-merge request names the id it merges into like a user id, and a merge
+    id like an event id (engine/identity.py): the known id becomes a key and a state."""
+    for name, max_len in ((KNOWN_ID, limits.max_user_id_len), (MERGE_ID, limits.max_event_id_len)):
+        value, field = event.properties.get(name), f"properties.{name}"
+        if value is not None and type(value) is not str:
+            raise EventError("wrong_type", f"{field} must be a string", field)
+        _id(value, field, max_len, required=True)
+    return event
 
 
 def _id(value: Any, field: str, max_len: int, *, required: bool) -> Any:

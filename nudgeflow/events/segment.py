@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nudgeflow.events.model import Event
+from nudgeflow.events.model import KNOWN_ID, MERGE_EVENT, MERGE_ID, Event
 from nudgeflow.events.parse import DEFAULT_LIMITS, BatchError, EventError, EventLimits, parse_event
 
 SPEC_EVENT_TYPES: Mapping[str, str] = {
@@ -66,9 +66,6 @@ CALL_TYPES: Mapping[str, str] = {
     "screen": "screen_view",
 }
 IGNORED_CALLS = frozenset({"group"})
-MERGE_EVENT = "identify_merge"  # the request's type: properties KNOWN_ID, MERGE_ID
-KNOWN_ID = "known_id"
-MERGE_ID = "merge_id"
 _PRODUCT_TYPES = frozenset({"product_view", "cart_add", "cart_remove", "wishlist_add"})
 _SEGMENT_FIELD = {
     "user_id": "userId",

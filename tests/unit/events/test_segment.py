@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from nudgeflow.events.model import Event
-from nudgeflow.events.parse import BatchError, EventError
+from nudgeflow.events.parse import BatchError, EventError, parse_event
 from nudgeflow.events.segment import (
     KNOWN_ID,
     MERGE_EVENT,
@@ -300,3 +301,26 @@ def test_bad_alias_calls_name_the_segment_field(
     with pytest.raises(EventError) as info:
         parse_segment_call(message, call="alias", now_ms=NOW)
     assert (info.value.reason, info.value.field) == (reason, field)
+
+
+@pytest.mark.parametrize(
+    ("properties", "reason", "field"),
+    [
+        ({"merge_id": "m"}, "missing_field", "properties.known_id"),
+        ({"known_id": "\x00x", "merge_id": "m"}, "invalid_characters", "properties.known_id"),
+        ({"known_id": "k" * 300, "merge_id": "m"}, "too_long", "properties.known_id"),
+        ({"known_id": 7, "merge_id": "m"}, "wrong_type", "properties.known_id"),
+        ({"known_id": "kim"}, "missing_field", "properties.merge_id"),
+    ],
+)
+def test_a_merge_request_from_any_producer_names_a_valid_known_id(
+    properties: dict[str, Any], reason: str, field: str
+) -> None:
+    """The known id becomes a key and a state: checked like a user id, on both paths."""
+    raw = {"user_id": "anon", "type": "identify_merge", "ts": NOW, "properties": properties}
+    for body in (raw, msgspec.json.encode(raw)):
+        with pytest.raises(EventError) as info:
+            parse_event(body, now_ms=NOW)
+        assert (info.value.reason, info.value.field) == (reason, field)
+    good = {**raw, "properties": {"known_id": "kim", "merge_id": "m"}}
+    assert parse_event(msgspec.json.encode(good), now_ms=NOW).properties["known_id"] == "kim"
