@@ -24,20 +24,52 @@ from tests.faults.conftest import group_assignment, partition_of
 from tests.fixtures.workers import WorkerProcess, free_port
 from tests.integration.audit.conftest import eventually
 
-__all__ = ["ALLOWED_ORIGIN", "ALLOWED_PORT", "Pair", "eventually", "get_raw", "hostile_config"]
+__all__ = [
+    "ALLOWED_ORIGIN",
+    "ALLOWED_PORT",
+    "HOSTILE_RULES",
+    "Pair",
+    "eventually",
+    "get_raw",
+    "hostile_config",
+]
 
 PARTITIONS = 4
 ALLOWED_PORT = free_port()
 ALLOWED_ORIGIN = f"http://127.0.0.1:{ALLOWED_PORT}"
 
 
+# Templates of the issue's findings (21.1), each harmless for the sample user (the
+# start-up check) and for ordinary users, over budget for a user whose traits ask for it.
+HOSTILE_TEMPLATES = {
+    "tower.j2": "{% set k = user.k|default(1) %}{{ ((((10 ** k) ** k) ** k) ** k) % 7 }}",
+    "loops.j2": "{% for i in range(user.n|default(1)) %}{% for j in range(user.n|default(1)) %}"
+    "{% endfor %}{% endfor %}ok",
+    "printf.j2": "{{ ('%0*d' % (user.w|default(1), 1))|length }}",
+    "center.j2": "{{ ('a'|center(user.w|default(1)))|length }}",
+    "round.j2": "{{ cart.count|round(user.p|default(0)) }}",
+}
+HOSTILE_RULES = [f"render_{name.removesuffix('.j2')}" for name in HOSTILE_TEMPLATES]
+
+
 def hostile_config(path: Path) -> Path:
-    """An immediate rule and a one-hour inactivity rule that arms on cart_add."""
+    """An immediate rule, a one-hour inactivity rule that arms on cart_add, and one rule
+    per hostile template, each sent on `greet`."""
     doc: dict[str, Any] = {
+        "templates": HOSTILE_TEMPLATES,
         "rules": [
             {"name": "ping", "trigger": "ping"},
             {"name": "cart_reminder", "trigger": "cart_add", "inactivity": "1h"},
-        ]
+            *(
+                {"name": rule, "trigger": "greet", "template": template}
+                for rule, template in zip(HOSTILE_RULES, HOSTILE_TEMPLATES, strict=True)
+            ),
+            {
+                "name": "render_when",
+                "trigger": "greet",
+                "when": "('x' * (user.w|default(1))) | length > 0",
+            },
+        ],
     }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -90,7 +122,9 @@ async def pair(
     root = tmp_path_factory.mktemp("hostile")
     config = hostile_config(root / "hostile.yaml")
     tag = f"hostile-{uuid.uuid4().hex[:6]}"
-    env = {"NUDGEFLOW_ALLOWED_ORIGINS": ALLOWED_ORIGIN}
+    # the render clock is generous, so which limit a hostile render names does not
+    # depend on how busy the shared machine is (the unit tests cover wall_time_ms)
+    env = {"NUDGEFLOW_ALLOWED_ORIGINS": ALLOWED_ORIGIN, "NUDGEFLOW_RENDER_WALL_TIME_MS": "5000"}
     workers = [
         WorkerProcess(
             config=config,
