@@ -208,10 +208,11 @@ def place(state: UserState, key: int, event_id: str) -> int | None:
 
 
 def _find(keys: bytearray, key: int) -> tuple[int, bool]:
-    """Where `key` is, or would go, in the sorted keys; and whether it is there."""
-    with memoryview(keys) as raw, raw.cast("Q") as view:
-        at = bisect_left(view, key)
-        return at, at < len(view) and view[at] == key
+    """Where `key` is, or would go, in the sorted keys; and whether it is there. (The view
+    is released when this returns: CPython frees it with its last reference.)"""
+    view = memoryview(keys).cast("Q")
+    at = bisect_left(view, key)
+    return at, at < len(view) and view[at] == key
 
 
 def remember_id(
@@ -241,19 +242,22 @@ def remember_key(
     if at is None:
         at = _find(keys, key)[0]
     keys[at * _KEY : at * _KEY] = packed
-    ring += packed
-    ring += _secs(ts)
-    n = len(ring) // _RING
-    drop = n - dedupe.ids if n > dedupe.ids else 0
+    ring += packed + _secs(ts)
     floor = (state.last_ts - dedupe.within_ms) // 1000
+    if len(ring) > dedupe.ids * _RING or int.from_bytes(ring[_KEY:_RING]) < floor:
+        _evict(keys, ring, dedupe.ids, floor)
+
+
+def _evict(keys: bytearray, ring: bytearray, ids: int, floor: int) -> None:
+    """Drop the oldest arrivals beyond `ids` or older than `floor` (s)."""
+    n = len(ring) // _RING
+    drop = n - ids if n > ids else 0
     while drop < n and int.from_bytes(ring[drop * _RING + _KEY : (drop + 1) * _RING]) < floor:
         drop += 1
-    for i in range(drop):  # usually none, or the one the new id pushed out
-        old = int.from_bytes(ring[i * _RING : i * _RING + _KEY], _ORDER)
-        at = _find(keys, old)[0] * _KEY
+    for i in range(drop):  # usually the one the new id pushed out
+        at = _find(keys, int.from_bytes(ring[i * _RING : i * _RING + _KEY], _ORDER))[0] * _KEY
         del keys[at : at + _KEY]
-    if drop:
-        del ring[: drop * _RING]
+    del ring[: drop * _RING]
 
 
 def _secs(ts: int) -> bytes:

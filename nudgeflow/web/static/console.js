@@ -154,9 +154,12 @@ function funnelBar(step, widest) {
 function funnelBlock(f) {
   const box = el("div", { class: "funnel", "data-rule": f.rule });
   box.appendChild(el("h3", {}, f.rule + (f.journey ? " · journey" : "")));
+  const a = f.attribution; // what the rule's sends earned (engine/attribution.py)
+  if (a) box.appendChild(el("p", { class: "attribution" },
+    `converted ${num(a.converted)} · revenue ${num(a.revenue)} (${a.event} within ${num(a.within_s / 3600)} h of its last send)`));
   const table = el("table");
   const head = el("tr");
-  ["step", "kind", "entered", "sent", "suppressed", "exited", "converted", ""].forEach(
+  ["step", "kind", "entered", "sent", "suppressed", "exited", "converted", "revenue", ""].forEach(
     (c) => head.appendChild(el("th", {}, c)));
   table.appendChild(el("thead")).appendChild(head);
   const body = table.appendChild(el("tbody"));
@@ -170,6 +173,7 @@ function funnelBlock(f) {
       tr.appendChild(td);
     }
     tr.appendChild(el("td", { class: "converted" }, num(s.converted)));
+    tr.appendChild(el("td", { class: "revenue" }, num(s.revenue ?? 0)));
     tr.appendChild(el("td", {})).appendChild(funnelBar(s, widest));
     body.appendChild(tr);
   });
