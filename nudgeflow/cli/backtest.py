@@ -5,6 +5,7 @@
         [--decisions decisions.jsonl] [--json]
 
     nudgeflow backtest --config NEW --compare OLD --events events.jsonl [--json]
+        [--broker HOST:PORT --topic-prefix nudgeflow]   (OLD: a file, `live` or N)
 
 Prints what each rule would have done (armed, fired, cancelled, suppressed
 by reason, ...) and, for rules with an experiment, per-variant conversion
@@ -66,8 +67,11 @@ def parse_time(value: str) -> int:
     "compare",
     metavar="OLD",
     default=None,
-    help="what-if: also run OLD (a config file) and print what CONFIG would change",
+    help="what-if: also run OLD (a config file, or `live` or a version number on "
+    "--broker's rules topic) and print what CONFIG would change",
 )
+@click.option("--broker", default=None, help="with --compare live|N: the Kafka bootstrap")
+@click.option("--topic-prefix", default="nudgeflow", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the summary as one JSON object")
 def command(
     config_path: Path,
@@ -77,6 +81,8 @@ def command(
     decisions: Path | None,
     conversions: Path | None,
     compare: str | None,
+    broker: str | None,
+    topic_prefix: str,
     as_json: bool,
 ) -> None:
     """Replay EVENTS through the rules of CONFIG on a simulated clock."""
@@ -87,9 +93,10 @@ def command(
     if compare is not None:
         if out or decisions or conversions:
             raise click.UsageError("--out, --decisions and --conversions do not go with --compare")
-        old = build_engine(_old_config(compare), secret=secret)
+        old_config, label = _old_config(compare, broker, topic_prefix)
+        old = build_engine(old_config, secret=secret)
         result = compare_file(
-            engine, old, events, until_ms=until_ms, labels=(str(config_path), compare)
+            engine, old, events, until_ms=until_ms, labels=(str(config_path), label)
         )
         click.echo(msgspec.json.encode(result).decode() if as_json else render_compare_text(result))
         return
@@ -109,20 +116,49 @@ def _load(path: Path) -> NudgeflowConfig:
         raise click.ClickException(f"{path}: {exc}") from None
 
 
-def _old_config(old: str) -> NudgeflowConfig:
-    """--compare OLD: a config file; `live` or a version number need the rules topic."""
+def _old_config(old: str, broker: str | None, prefix: str) -> tuple[NudgeflowConfig, str]:
+    """--compare OLD: a config file, or `live` / a version number read from the rules
+    topic; returns the config and how the report names it."""
     path = Path(old)
     if path.is_file():
-        return _load(path)
-    if old == "live" or old.isdigit():
-        raise click.UsageError(
-            f"--compare {old}: a live version needs --broker and a rules topic "
-            "(not available in this build); give OLD as a config file"
+        return _load(path), old
+    if old != "live" and not old.isdigit():
+        raise click.BadParameter(
+            f"{old!r} is neither a config file nor 'live' or a version number",
+            param_hint="--compare",
         )
-    raise click.BadParameter(
-        f"{old!r} is neither a config file nor 'live' or a version number",
-        param_hint="--compare",
-    )
+    if broker is None:
+        raise click.UsageError(
+            f"--compare {old}: reading a version needs --broker (and --topic-prefix, "
+            f"default nudgeflow): it is read from the <prefix>.rules topic"
+        )
+    return _version_config(old, broker, prefix)
+
+
+def _version_config(which: str, broker: str, prefix: str) -> tuple[NudgeflowConfig, str]:
+    """Version `which` ("live" or N) of `<prefix>.rules`, validated as a worker loads it
+    (its paused rules paused, `${ENV}` references resolved here)."""
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from nudgeflow.config.versions import load_document
+    from nudgeflow.kafka.ruleset import load_version, rules_topic
+
+    topic = rules_topic(prefix)
+    try:
+        record = asyncio.run(load_version(broker, prefix, which))
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise click.ClickException(f"cannot read {topic} on {broker}: {exc}") from None
+    source = f"{topic} version {record.version}"
+    try:
+        config = load_document(record.document, paused=record.paused, source=source)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    live = " (live)" if which == "live" else ""
+    return config, f"version {record.version}{live} of {topic}"
 
 
 if __name__ == "__main__":

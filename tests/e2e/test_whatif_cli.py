@@ -63,3 +63,7 @@ def test_compare_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     broken = runner.invoke(command, [*base, "--compare", str(bad)])
     assert broken.exit_code == 1
     assert "rules[r].delay" in broken.output
+    for version in ("live", "3"):  # a version lives on the rules topic: a broker is needed
+        no_broker = runner.invoke(command, [*base, "--compare", version])
+        assert no_broker.exit_code == 2
+        assert f"--compare {version}: reading a version needs --broker" in no_broker.output
