@@ -22,7 +22,7 @@ DecisionOutcome = Literal[
     "fired",  # a trigger record was produced
     "cancelled",  # a cancel_on event disarmed the rule
     "condition_false",  # `when` was false at fire time
-    "suppressed",  # reason: cooldown | cap | quiet_hours | template_error | ...
+    "suppressed",  # reason: consent | cooldown | cap | quiet_hours | template_error | ...
     "render_failed",  # a template, `when` or `entry` went over its budget: reason = the limit
     "deferred",  # quiet hours with action: defer; fires when the window opens
     "duplicate",  # event_id already applied for this user

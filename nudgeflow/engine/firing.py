@@ -1,9 +1,10 @@
 """One send of a run, at its logical time (DESIGN §3, §3.1).
 
 The checks run in this order, each a Decision with its reason when it stops the
-send: `when` (the rule's, then the step's: condition_false) -> consent (a hook:
-issue "consent" fills `_consent`) -> cooldown -> quiet hours (deferred or
-suppressed) -> global cap (suppressed) -> template (suppressed). A `when` or a
+send: `when` (the rule's, then the step's: condition_false) -> consent (suppressed,
+reason consent: engine/consent.py; a send with transactional destinations goes to
+those only) -> cooldown -> quiet hours (deferred or suppressed) -> global cap
+(suppressed) -> template (suppressed). A `when` or a
 template that goes over its budget (engine/sandbox/budget.py) is `render_failed`
 instead, its reason the limit ("loop_iterations", "int_bits", ...): that send alone
 is lost, the run and every other user go on (issue 21.1). A send that passes

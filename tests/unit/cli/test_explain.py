@@ -181,3 +181,29 @@ def test_a_best_time_send_says_the_best_hours_and_why_it_waits_then_goes() -> No
     assert _why(msgspec.to_builtins(fired)).endswith(
         "; timed at once: no activity recorded for the user yet"
     )
+
+
+def test_an_unsubscribed_user_shows_when_and_why_the_send_was_suppressed() -> None:
+    engine = make_engine(
+        """
+        consent: {unsubscribe_events: [unsubscribe], subscribe_events: [subscribe]}
+        rules:
+          - {name: promo, trigger: cart_add, delay: 1h}
+        """
+    )
+    run = Run(engine).send(
+        ev("unsubscribe", 0, user="ana"),
+        ev("subscribe", H, user="ana", category="news"),
+        ev("cart_add", 2 * H, user="ana"),
+    )
+    run.tick(3 * H)
+    assert run.state is not None
+    view = user_view("ana", run.state, Timeline(decisions=run.decisions()), 3 * H)
+    view = msgspec.json.decode(msgspec.json.encode(view))  # as GET /users/<id> sends it
+    text = render(view)
+    assert f"Subscription: unsubscribed from all marketing since {iso(0)}" in text
+    assert f"news: subscribed since {iso(H)}" in text
+    assert verdict(view, "promo") == (
+        f"promo: suppressed: the user has unsubscribed from marketing (suppressed_consent) "
+        f"at {iso(3 * H)}"
+    )

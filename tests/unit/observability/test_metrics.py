@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -59,3 +60,25 @@ def test_a_failing_source_never_fails_the_scrape(caplog: pytest.LogCaptureFixtur
         text = generate_latest(registry).decode()
     assert "# TYPE demo_broken gauge" in text
     assert "sampling demo_broken failed" in caplog.text
+
+
+def test_conversions_and_their_revenue_are_counted_per_rule_step_and_variant() -> None:
+    from nudgeflow.engine.actions import Conversion
+    from nudgeflow.observability.conversions import count_conversion
+
+    def value(name: str, **labels: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+    labels = {"rule": "m-rule", "step": "0", "variant": "a"}
+    base = Conversion(
+        user_id="u", rule="m-rule", variant="a", trigger_id="t", kind="conversion",
+        event_type="purchase", at="x", exposed_at="x", step=0, revenue=120.0,
+    )  # fmt: skip
+    count_conversion(base)
+    count_conversion(msgspec.structs.replace(base, revenue=None))  # counted, no revenue
+    count_conversion(msgspec.structs.replace(base, revenue=-5.0))  # a refund: not subtracted
+    count_conversion(msgspec.structs.replace(base, kind="clicked", revenue=None))
+    assert value("nudgeflow_conversions_total", **labels) == 3
+    assert value("nudgeflow_conversion_revenue_total", **labels) == 120.0
+    assert value("nudgeflow_experiment_conversions_total", rule="m-rule", variant="a",
+                 kind="clicked") == 1  # fmt: skip
