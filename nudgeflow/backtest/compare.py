@@ -176,7 +176,7 @@ def difference(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
 
 def changed_users(old: Side, new: Side) -> tuple[int, list[dict[str, Any]]]:
     """How many users' outcome differs, and the first few (in order of first event):
-    per user, for each rule whose outcome differs, what OLD and NEW did."""
+    per user, for each rule whose outcome differs, what OLD and NEW did ({} = nothing)."""
     before, after = old.outcomes.users, new.outcomes.users
     empty: Outcome = {}
     count = 0
@@ -192,15 +192,20 @@ def changed_users(old: Side, new: Side) -> tuple[int, list[dict[str, Any]]]:
             shown.append(
                 {
                     "user_id": user_id,
-                    "old": {r: describe(_per_rule(a, r)) for r in diff},
-                    "new": {r: describe(_per_rule(b, r)) for r in diff},
+                    "old": {r: _per_rule(a, r) for r in diff},
+                    "new": {r: _per_rule(b, r) for r in diff},
                 }
             )
     return count, shown
 
 
 def _per_rule(outcome: Outcome, rule: str) -> dict[str, float]:
-    return {what: n for (r, what), n in outcome.items() if r == rule and n}
+    """{'sent': 1, 'suppressed cap': 1, 'converted': 1, 'revenue': 45.0}: counts are ints."""
+    return {
+        what: round(n, 2) if what == "revenue" else int(n)
+        for (r, what), n in sorted(outcome.items())
+        if r == rule and n
+    }
 
 
 def describe(what: Mapping[str, float]) -> str:
@@ -291,5 +296,6 @@ def _user_lines(summary: Mapping[str, Any]) -> list[str]:
     for user in shown:
         for i, rule in enumerate(user["old"]):
             who = user["user_id"] if i == 0 else ""
-            lines.append(f"  {who:<14}{rule:<22}{user['old'][rule]:<34}{user['new'][rule]}")
+            before, after = describe(user["old"][rule]), describe(user["new"][rule])
+            lines.append(f"  {who:<14}{rule:<22}{before:<34}{after}")
     return lines

@@ -108,20 +108,16 @@ def test_changed_users_say_what_old_and_new_did_and_no_one_else_is_listed(
     assert result["changed_users"] == [
         {
             "user_id": "ana",
-            "old": {"abandoned_cart": "sent 1, converted 1 (60.00)"},
-            "new": {"abandoned_cart": "nothing"},
+            "old": {"abandoned_cart": {"sent": 1, "converted": 1, "revenue": 60.0}},
+            "new": {"abandoned_cart": {}},
         },
-        {
-            "user_id": "cy",
-            "old": {"abandoned_cart": "sent 1"},
-            "new": {"abandoned_cart": "nothing"},
-        },
-        {"user_id": "eve", "old": {"goodbye": "sent 1"}, "new": {"goodbye": "nothing"}},
-        {"user_id": "fay", "old": {"welcome": "nothing"}, "new": {"welcome": "sent 1"}},
+        {"user_id": "cy", "old": {"abandoned_cart": {"sent": 1}}, "new": {"abandoned_cart": {}}},
+        {"user_id": "eve", "old": {"goodbye": {"sent": 1}}, "new": {"goodbye": {}}},
+        {"user_id": "fay", "old": {"welcome": {}}, "new": {"welcome": {"sent": 1}}},
         {
             "user_id": "gus",
-            "old": {"abandoned_cart": "sent 1, suppressed cooldown 1"},
-            "new": {"abandoned_cart": "nothing"},
+            "old": {"abandoned_cart": {"sent": 1, "suppressed cooldown": 1}},
+            "new": {"abandoned_cart": {}},
         },
     ]
 
@@ -148,6 +144,8 @@ def test_the_text_report_shows_rows_reasons_and_users(tmp_path: Path) -> None:
     assert "users whose outcome changed: 5 of 7" in text
     [ana] = [line for line in text.splitlines() if line.strip().startswith("ana ")]
     assert ana.split(None, 2)[2].split() == ["sent", "1,", "converted", "1", "(60.00)", "nothing"]
+    [gus] = [line for line in text.splitlines() if line.strip().startswith("gus ")]
+    assert "sent 1, suppressed cooldown 1" in gus
 
 
 def test_describe_orders_sends_suppressions_and_conversions() -> None:
