@@ -9,8 +9,11 @@ Invariants:
   seek went through). At worst a record is handed out twice, which at-least-once
   processing allows (the engine drops a repeated event; the deliver agent, a repeated
   trigger). Records that retention deleted are a real gap and Faust's handling applies.
-* A record counts as handed out only once the agent's queue took it: a record whose
-  hand-over a rebalance cut short is read again, not counted as read.
+* A record counts as handed out only once an agent took it from its queue: a record whose
+  hand-over a rebalance cut short is read again, and so are the records Faust's flow
+  control drops from the agents' queues when it resumes after a rebalance (it clears
+  them on every resume, after the seek to the committed offsets has let the fetcher
+  hand some out: the first of them was lost, the rest stalled the partition's commits).
 * An ack counts only for a record of the current generation while the flow runs. Faust
   acks every record its stream skips during a rebalance (flow stopped, or fetched in the
   previous generation) without handing it to the agent, and an agent may finish a
@@ -43,6 +46,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 from faust.types.transports import TransportT
 from mode import Service, ServiceT
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 from nudgeflow.observability import metrics
 
@@ -71,6 +76,7 @@ class GaplessConsumer(faust_aiokafka.Consumer):
         # Partitions whose read offset is a seek position (the next record to read), not
         # the last record read: their next record must have exactly that offset.
         self._sought: set[TP] = set()
+        self._seeking: set[asyncio.Future[None]] = set()  # `read_again`'s seeks
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -79,9 +85,29 @@ class GaplessConsumer(faust_aiokafka.Consumer):
         await super().seek(partition, offset)
         self._sought.add(partition)
 
+    def read_again(self, offsets: dict[TP, int]) -> None:
+        """The records from these offsets on were handed out but taken back unread."""
+        for tp, offset in offsets.items():
+            self._read_offset[tp] = offset
+            self._sought.add(tp)
+            self._rewound.pop(tp, None)
+            task = asyncio.ensure_future(self._seek_back(tp, offset))
+            self._seeking.add(task)
+            task.add_done_callback(self._seeking.discard)
+
+    async def _seek_back(self, tp: TP, offset: int) -> None:
+        try:
+            await self.seek(tp, offset)
+        except Exception as exc:  # revoked meanwhile: its new owner reads it from the commit
+            log.info("%s[%d]: no seek back to %d (%r)", *tp, offset, exc)
+
     async def perform_seek(self) -> None:
-        """Seek every partition to its committed offset (Faust's; noted as seek positions)."""
+        """Seek every partition to its committed offset (Faust's; noted as seek positions).
+
+        A read-again in progress is over: its "rest of the batch" bookkeeping would drop
+        every record after the new position, which no later seek would bring back."""
         await super().perform_seek()
+        self._rewound.clear()
         self._sought.update(tp for tp, offset in self._read_offset.items() if offset is not None)
 
     def ack(self, message: Message) -> bool:
@@ -228,6 +254,30 @@ class GaplessConsumer(faust_aiokafka.Consumer):
             unset_flag(CONSUMER_FETCHING)
 
 
+class RereadingFlowControl(FlowControlEvent):
+    """Faust's flow control; the records a resume drops from the agents' queues (it clears
+    them every time) are read again instead of being skipped."""
+
+    def __init__(self, app: faust.App, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._app = app
+
+    def clear(self) -> None:
+        dropped: dict[TP, int] = {}
+        for queue in list(self._queues):
+            for item in list(getattr(queue, "_queue", ())):
+                message = getattr(item, "message", None)
+                if message is not None:  # an event (not a changelog record, not a value)
+                    tp, offset = message.tp, message.offset
+                    dropped[tp] = min(offset, dropped.get(tp, offset))
+        super().clear()
+        # Only when resuming: a suspension (revocation, stop) seeks again anyway.
+        consumer = self._app.consumer
+        if dropped and self.is_active() and isinstance(consumer, GaplessConsumer):
+            log.info("records taken back from the agents' queues, read again: %s", dropped)
+            consumer.read_again(dropped)
+
+
 class GaplessTransport(faust_aiokafka.Transport):
     Consumer = GaplessConsumer
 
@@ -237,3 +287,7 @@ class App(faust.App):
 
     def _new_transport(self) -> TransportT:
         return GaplessTransport(self.conf.broker_consumer, self)
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        return RereadingFlowControl(self, loop=self.loop)

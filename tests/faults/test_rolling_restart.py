@@ -5,7 +5,9 @@ A deploy stops workers with SIGTERM, one at a time. Each stop moves the stopped 
 partitions to the other (a rebalance, during which the survivor also hands back and
 re-reads its own), and each start moves some back. Unlike a kill -9 (test_worker_crash.py,
 where a webhook in flight may be sent twice), nothing here may arrive twice: the stopping
-worker finishes its calls in flight and flushes their `delivered` marks before it leaves.
+worker finishes its calls in flight and flushes their `delivered` marks before it leaves,
+and no source record is committed over unless an agent finished it in the current
+assignment (pipeline/consumer.py: the upstream loss this test used to find).
 
 CI runs one cycle (both workers restarted once); NUDGEFLOW_SLOW=1 runs three
 (docs/reliability.md).
@@ -42,14 +44,6 @@ from tests.fixtures.workers import WorkerProcess
 pytestmark = [
     pytest.mark.kafka,
     pytest.mark.timeout(1800 if SLOW else 600),
-    # Known bug, open: under rolling SIGTERM restarts 0-3 arm events per run get no decision
-    # and no trigger upstream (evaluate side; IllegalGenerationError commits and writes not
-    # acknowledged at revocation in the logs). Reported as XFAIL/XPASS, never as a pass.
-    pytest.mark.xfail(
-        strict=False,
-        reason="open bug: rolling SIGTERM loses 0-3 arm events upstream (no decision, no "
-        "trigger; evaluate side), see docs/reliability.md; delivery itself sends each once",
-    ),
 ]
 
 CYCLES = 3 if SLOW else 1
@@ -116,7 +110,11 @@ async def test_rolling_sigterm_restarts_lose_and_double_nothing(
 
     began = time.monotonic()
     await asyncio.gather(feed(), roll())
-    expected = expected_triggers(config, load.events, tmp_path / "backtest")
+    # In a thread: the receiver shares this loop, and a call it answers after the sender's
+    # timeout is sent again (a duplicate this test would count against the workers).
+    expected = await asyncio.to_thread(
+        expected_triggers, config, load.events, tmp_path / "backtest"
+    )
     finished = await wait_delivered(rx, expected, workers, stall_s=30.0)
     await asyncio.sleep(5.0)  # a late second copy would show up now
     tally = Tally.of(rx, expected)

@@ -1,5 +1,6 @@
 """What the consumer commits (pipeline/consumer.py): never past an unacknowledged record,
-and never for an ack that a rebalance made stale (the rolling-restart loss, issue 22.4).
+never for an ack that a rebalance made stale, and records taken back from the agents are
+read again (the rolling-restart loss, issue 22.4).
 
 The consumer's bookkeeping is plain data; the consumer is built without starting it (no
 Kafka), and its acks and commit offsets are read as Faust's commit loop reads them.
@@ -7,14 +8,16 @@ Kafka), and its acks and commit offsets are read as Faust's commit loop reads th
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
 from faust.types import TP, Message
 from intervaltree import IntervalTree
+from mode.utils.queues import FlowControlQueue
 
-from nudgeflow.pipeline.consumer import GaplessConsumer
+from nudgeflow.pipeline.consumer import GaplessConsumer, RereadingFlowControl
 
 TOPIC = "p.events"
 PART = TP(TOPIC, 0)
@@ -82,3 +85,37 @@ def test_acks_of_records_skipped_or_finished_across_a_rebalance_are_not_counted(
     c._committed_offset[PART] = 11  # (what Faust's commit then records)
     assert c.ack(_message(11, generation=6))
     assert c._new_offset(PART) == 12
+
+
+class _Event:
+    def __init__(self, tp: TP, offset: int) -> None:
+        self.message = SimpleNamespace(tp=tp, offset=offset)
+
+
+async def test_records_a_resume_takes_back_from_the_agents_are_read_again() -> None:
+    """Faust's flow control clears every agent queue when it resumes after a rebalance,
+    after the seek has let the fetcher hand some records out: they are sought again."""
+    other = TP(TOPIC, 1)
+    c = _consumer(committed=7)
+    c._read_offset = defaultdict(lambda: None, {PART: 8, other: 3})
+    c._sought, c._rewound, c._seeking = set(), {}, set()
+    sought: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+
+    c.seek = seek
+    flow = RereadingFlowControl(SimpleNamespace(consumer=c))  # type: ignore[arg-type]
+    queue: FlowControlQueue[Any] = FlowControlQueue(flow_control=flow, clear_on_resume=True)
+    for tp, offset in ((PART, 7), (PART, 8), (other, 3)):
+        queue.put_nowait(_Event(tp, offset))
+    flow.resume()
+    assert queue.empty()
+    assert (c._read_offset[PART], c._read_offset[other]) == (7, 3)
+    assert c._sought == {PART, other}
+    await asyncio.gather(*c._seeking)
+    assert sorted(sought) == [(PART, 7), (other, 3)]
+    flow.suspend()  # a revocation clears too; its new assignment seeks anyway
+    queue.put_nowait(_Event(PART, 9))
+    flow.clear()
+    assert c._read_offset[PART] == 7
