@@ -22,10 +22,10 @@ from pydantic import Field
 from nudgeflow.config.destinations import Destination
 from nudgeflow.config.fields import EventTypes, Name, PositiveDuration, Strict
 from nudgeflow.engine.consent import Consent
+from nudgeflow.engine.dedupe import DEDUPE_IDS, Dedupe
 from nudgeflow.engine.durations import parse_duration
-from nudgeflow.engine.state import DEDUPE_IDS, Dedupe
 
-MAX_DEDUPE_IDS = 100_000  # 1.2 MB of state per user at most (docs: 12 bytes an id)
+MAX_DEDUPE_IDS = 100_000  # 2 MB of state per user at most (20 bytes an id)
 
 
 class ConsentModel(Strict):

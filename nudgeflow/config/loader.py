@@ -41,8 +41,8 @@ from nudgeflow.config.rules import (
     rule_problems,
 )
 from nudgeflow.config.settings import SettingsError, resolve_settings
+from nudgeflow.engine.dedupe import Dedupe
 from nudgeflow.engine.rules import Limits, Rule
-from nudgeflow.engine.state import Dedupe
 
 DEFAULTS_DIR = Path(__file__).resolve().parent.parent / "defaults"
 DEFAULT_CONFIG = DEFAULTS_DIR / "nudgeflow.yaml"

@@ -30,6 +30,7 @@ from nudgeflow.engine import besttime
 from nudgeflow.engine.actions import Action
 from nudgeflow.engine.attribution import Attributor
 from nudgeflow.engine.decisions import removed_decision
+from nudgeflow.engine.dedupe import Dedupe, id_key, place, remember_key
 from nudgeflow.engine.experiments import BanditPosteriors
 from nudgeflow.engine.expressions import Expression
 from nudgeflow.engine.firing import Firer, Renderer
@@ -39,16 +40,12 @@ from nudgeflow.engine.runs import Starter, rule_of
 from nudgeflow.engine.scope import user_tz
 from nudgeflow.engine.state import (
     Armed,
-    Dedupe,
     Fire,
     UserState,
     apply_cart,
-    id_key,
     merge_traits,
     new_state,
-    place,
     record_history,
-    remember_key,
 )
 from nudgeflow.engine.steps import Branch, Send
 from nudgeflow.engine.timefmt import iso_utc

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import msgspec
 
 from nudgeflow.engine import consent
+from nudgeflow.engine.dedupe import merge_seen
 from nudgeflow.engine.state import (
     MAX_CART_ITEMS,
     MAX_HISTORY,
@@ -38,7 +39,6 @@ from nudgeflow.engine.state import (
     UserState,
     decode_state,
     encode_state,
-    merge_seen,
     new_state,
 )
 

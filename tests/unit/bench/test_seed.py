@@ -13,7 +13,8 @@ from nudgeflow.bench import configs, seed
 from nudgeflow.config.build import build_engine
 from nudgeflow.config.loader import load_config
 from nudgeflow.engine.core import Engine
-from nudgeflow.engine.state import decode_state, seen, seen_count
+from nudgeflow.engine.dedupe import seen, seen_count
+from nudgeflow.engine.state import decode_state
 from nudgeflow.events.model import Event
 from nudgeflow.tables import timers as timer_index
 from nudgeflow.tables import users as user_table

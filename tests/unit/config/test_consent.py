@@ -16,7 +16,7 @@ from nudgeflow.config.loader import (
     load_config_text,
 )
 from nudgeflow.engine.consent import MARKETING, TRANSACTIONAL
-from nudgeflow.engine.state import Dedupe
+from nudgeflow.engine.dedupe import Dedupe
 
 
 def load(text: str):

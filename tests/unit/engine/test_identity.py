@@ -11,6 +11,7 @@ import pytest
 from nudgeflow.engine import consent, identity
 from nudgeflow.engine.actions import Decision, Trigger
 from nudgeflow.engine.besttime import record as record_activity
+from nudgeflow.engine.dedupe import remember_id, seen
 from nudgeflow.engine.state import (
     Armed,
     CartItem,
@@ -20,8 +21,6 @@ from nudgeflow.engine.state import (
     UserState,
     decode_state,
     new_state,
-    remember_id,
-    seen,
 )
 from tests.unit.engine.helpers import T0, M, S, ev, make_engine
 

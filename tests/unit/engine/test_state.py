@@ -1,22 +1,24 @@
-"""UserState: compact msgpack round trip and bounded collections."""
+"""UserState: compact msgpack round trip and bounded collections; the dedupe window."""
 
 from __future__ import annotations
 
-from nudgeflow.engine.state import (
+from nudgeflow.engine.dedupe import (
     DEDUPE_IDS,
     DEDUPE_WITHIN_MS,
+    Dedupe,
+    remember_id,
+    seen,
+    seen_count,
+)
+from nudgeflow.engine.state import (
     MAX_HISTORY,
     Armed,
-    Dedupe,
     apply_cart,
     count_events,
     decode_state,
     encode_state,
     new_state,
     record_history,
-    remember_id,
-    seen,
-    seen_count,
     sum_property,
 )
 
