@@ -23,6 +23,7 @@ from nudgeflow.analytics.service import Analytics
 from nudgeflow.config.loader import DEFAULT_CONFIG, NudgeflowConfig, load_config
 from nudgeflow.config.settings import WorkerSettings, resolve_settings
 from nudgeflow.observability import logs
+from nudgeflow.pipeline import live_rules
 from nudgeflow.pipeline.provision import provision
 from nudgeflow.pipeline.runtime import Runtime, build_runtime
 from nudgeflow.web.server import WebServer
@@ -39,12 +40,22 @@ class WorkerParts:
     web: WebServer
 
 
-def assemble(config: NudgeflowConfig, settings: WorkerSettings) -> WorkerParts:
-    """Build the runtime and register the agents of the worker's roles on it."""
-    rt = build_runtime(config, settings)
+def assemble(
+    config: NudgeflowConfig, settings: WorkerSettings, start: live_rules.Start | None = None
+) -> WorkerParts:
+    """Build the runtime and register the agents of the worker's roles on it; with
+    `start`, on the live rules version it names, following the rules topic after."""
+    version = 0
+    if start is not None:
+        config, version = start.config, start.version
+    rt = build_runtime(config, settings, version)
+    if start is not None:
+        rt.rules_error = start.error
     if "evaluate" in settings.roles:
         evaluate.register(rt)
         timers.register(rt)
+        if start is not None:
+            live_rules.register(rt)
     if "deliver" in settings.roles:
         deliver.register(rt)
     analytics = Analytics(rt)
@@ -52,10 +63,12 @@ def assemble(config: NudgeflowConfig, settings: WorkerSettings) -> WorkerParts:
 
 
 def prepare(config_path: Path | None, flags: Mapping[str, Any]) -> WorkerParts:
-    """Validate everything (fails fast, naming rule and field), then assemble."""
-    config = load_config(config_path or DEFAULT_CONFIG)
+    """Validate everything (fails fast, naming rule and field), seed the rules topic or
+    read its live version (pipeline/live_rules.py), then assemble."""
+    path = config_path or DEFAULT_CONFIG
+    config = load_config(path)
     settings = resolve_settings(config.settings, flags=flags)
-    return assemble(config, settings)
+    return assemble(config, settings, live_rules.start_version(path, config, settings))
 
 
 class Worker(faust.Worker):

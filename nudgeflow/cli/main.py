@@ -91,6 +91,7 @@ def _attach_subcommands() -> None:
     from nudgeflow.cli.explain import command as explain_command
     from nudgeflow.cli.forget import command as forget_command
     from nudgeflow.cli.kafka import command as kafka_command
+    from nudgeflow.cli.rules import command as rules_command
 
     main.add_command(kafka_command, "kafka")
     main.add_command(backtest_command, "backtest")
@@ -98,6 +99,7 @@ def _attach_subcommands() -> None:
     main.add_command(bench_command, "bench")
     main.add_command(explain_command, "explain")
     main.add_command(forget_command, "forget")
+    main.add_command(rules_command, "rules")
 
 
 _attach_subcommands()

@@ -51,14 +51,18 @@ class RuleVersion(msgspec.Struct, kw_only=True, omit_defaults=True):
 class Conflict(Exception):
     """Another applier's record won the version number this one asked for."""
 
-    def __init__(self, wanted: int, winner: RuleVersion) -> None:
+    def __init__(self, wanted: int, winner: RuleVersion | None) -> None:
         self.wanted = wanted
         self.winner = winner
-        super().__init__(
-            f"version {wanted} was published first by {winner.author} at {winner.time}"
-            f" ({winner.comment or 'no comment'}); rebase on version {winner.version}"
-            " and apply again"
-        )
+        self.live_version = winner.version if winner is not None else 0
+        if winner is None:
+            said = f"version {wanted - 1} is not live (no version is)"
+        else:
+            said = (
+                f"version {winner.version} was published by {winner.author} at {winner.time}"
+                f" ({winner.comment or 'no comment'})"
+            )
+        super().__init__(f"{said}; rebase on version {self.live_version} and apply again")
 
 
 _encoder = msgspec.json.Encoder()
@@ -174,7 +178,10 @@ def load_document(
 
 def rule_names(document: str) -> list[str]:
     """The names of the rules a document declares (for pause/resume, before validation)."""
-    raw: Any = yaml.safe_load(document)
+    try:
+        raw: Any = yaml.safe_load(document)
+    except Exception:  # not YAML: validation says where
+        return []
     rules = raw.get("rules") if isinstance(raw, dict) else None
     if not isinstance(rules, list):
         return []

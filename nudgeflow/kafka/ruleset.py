@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -21,11 +23,16 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from nudgeflow.config.versions import (
     MAX_DOCUMENT_BYTES,
+    Conflict,
     RuleVersion,
     check_won,
     decode_version,
+    diff,
     encode_version,
     live_of,
+    load_document,
+    new_version,
+    rule_names,
     settle,
 )
 
@@ -46,17 +53,42 @@ async def ensure_topic(bootstrap: str, topic: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics([NewTopic(topic, 1, 1, topic_configs=dict(TOPIC_CONFIG))])
+        problem = ""
+        for _ in range(300):  # a new topic has no leader for a moment; a busy broker refuses
+            described = await admin.describe_topics([topic])
+            parts = described[0].get("partitions", []) if described else []
+            if parts and parts[0].get("leader", -1) >= 0:
+                return
+            if not parts:
+                problem = await _create(admin, topic)
+            await asyncio.sleep(0.1)
+        raise KafkaError(f"cannot create {topic}: {problem or 'no leader'}")
     finally:
         await admin.close()
+
+
+async def _create(admin: AIOKafkaAdminClient, topic: str) -> str:
+    """Ask for the topic; the broker's refusal as text ('' : created or there)."""
+    try:
+        response = await admin.create_topics(
+            [NewTopic(topic, 1, 1, topic_configs=dict(TOPIC_CONFIG))]
+        )
+    except TopicAlreadyExistsError:
+        return ""
+    for _name, code, message, *_ in response.topic_errors:
+        if code not in (0, TopicAlreadyExistsError.errno):
+            return f"error {code}: {message}"
+    return ""
 
 
 async def read_records(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[RuleVersion]:
     """Every version record on `topic`, in offset order (an absent topic: none).
     A record that does not decode is skipped with a warning, never fatal."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     try:
@@ -65,7 +97,7 @@ async def read_records(bootstrap: str, topic: str, timeout_s: float = 30.0) -> l
         tp = TopicPartition(topic, 0)
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
-        await consumer.seek_to_beginning(tp)
+        await seek_start(consumer, tp)
         out: list[RuleVersion] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -80,6 +112,13 @@ async def read_records(bootstrap: str, topic: str, timeout_s: float = 30.0) -> l
         return out
     finally:
         await consumer.stop()
+
+
+async def seek_start(consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
+    """To the first offset still there (explicitly: `seek_to_beginning` is lazy and a
+    `position` right after it may answer the end)."""
+    first = (await consumer.beginning_offsets([tp]))[tp]
+    consumer.seek(tp, first)
 
 
 def decode_record(value: bytes | None, offset: int) -> RuleVersion | None:
@@ -140,3 +179,104 @@ async def publish(
     finally:
         await producer.stop()
     return mine
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A published version and the diff from the version it replaced."""
+
+    record: RuleVersion
+    diff: str
+    previous: int  # the version it replaced (0: none)
+
+
+async def apply(
+    bootstrap: str,
+    prefix: str,
+    document: str,
+    *,
+    author: str,
+    comment: str = "",
+    paused: list[str] | None = None,
+    expected: int | None = None,
+    env: Mapping[str, str] | None = None,
+    dry_run: bool = False,
+    published: bool = False,
+    source: str = "nudgeflow.yaml",
+) -> Applied:
+    """Validate `document` as the worker start does (ConfigError names rule and field;
+    nothing is published), then publish it as the next version. `paused`: None keeps
+    the live version's pauses (of rules still there). `expected`: the live version the
+    caller based it on; another one live is a `Conflict`. `published`: the document is a
+    version's already (pause, resume, rollback): not validated again here, where its
+    `${ENV}` secrets may not be set; each worker loads it as any version."""
+    if len(document.encode()) > MAX_DOCUMENT_BYTES:
+        raise DocumentTooLarge(len(document.encode()))
+    topic = rules_topic(prefix)
+    live = live_of(await read_versions(bootstrap, topic))
+    names = set(rule_names(document))
+    keep = [n for n in (live.paused if live else []) if n in names]
+    wanted = sorted(set(keep if paused is None else paused))
+    if not published:
+        await asyncio.to_thread(load_document, document, paused=wanted, env=env, source=source)
+    before = diff(live, document, wanted)
+    if dry_run:
+        return Applied(new_version(document, live=live, author=author, time=iso_now()), before, 0)
+
+    def make(now_live: RuleVersion | None) -> RuleVersion:
+        if expected is not None and (now_live.version if now_live else 0) != expected:
+            raise Conflict(expected + 1, now_live)
+        return new_version(
+            document, live=now_live, author=author, time=iso_now(), comment=comment, paused=wanted
+        )
+
+    record = await publish(bootstrap, topic, make)
+    return Applied(record, before, record.expected)
+
+
+class DocumentTooLarge(ValueError):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the document is {size} bytes; the limit is {MAX_DOCUMENT_BYTES}")
+
+
+async def set_paused(
+    bootstrap: str, prefix: str, rule: str, paused: bool, *, author: str
+) -> Applied | None:
+    """Publish the live document with `rule` paused (or resumed); None: already so.
+    LookupError: no such rule, or nothing live."""
+    live = await load_version(bootstrap, prefix, "live")
+    if rule not in rule_names(live.document):
+        raise LookupError(f"no rule {rule!r} in the live version {live.version}")
+    now = set(live.paused)
+    if (rule in now) == paused:
+        return None
+    wanted = sorted(now | {rule} if paused else now - {rule})
+    verb = "pause" if paused else "resume"
+    return await apply(
+        bootstrap,
+        prefix,
+        live.document,
+        author=author,
+        comment=f"{verb} {rule}",
+        paused=wanted,
+        expected=live.version,
+        published=True,
+    )
+
+
+async def rollback(bootstrap: str, prefix: str, version: int, *, author: str) -> Applied:
+    """Publish version `version`'s document and pauses again, as the next version."""
+    old = await load_version(bootstrap, prefix, version)
+    return await apply(
+        bootstrap,
+        prefix,
+        old.document,
+        author=author,
+        comment=f"rollback to version {version}",
+        paused=list(old.paused),
+        published=True,
+    )
+
+
+def iso_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

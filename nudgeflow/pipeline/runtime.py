@@ -64,6 +64,7 @@ class Runtime:
     # or hands back its in-flight webhooks there, while its partitions are still its own.
     before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     rules_error: str | None = None  # the last rules version that failed to load here, why
+    rules_swap_delay_s: float | None = None  # the last swap: publish -> live here
 
     @property
     def engine(self) -> Engine:

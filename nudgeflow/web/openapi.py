@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from nudgeflow.web.openapi_rules import rule_paths
 from nudgeflow.web.openapi_schemas import SCHEMAS, Json
 from nudgeflow.web.openapi_schemas import ref as _ref
 
@@ -313,7 +314,7 @@ def _admin_paths() -> Json:
         "/users/{user_id}": user,
         "/experiments": _admin_get("Every experiment", "list_experiments", "Experiments"),
         "/experiments/{rule}": experiment,
-        "/rules/{rule}": rule,
+        **rule_paths(rule),
         "/console/stats": _admin_get("Console statistics", "console_stats", "Statistics"),
         "/ws/console": console_ws,
         "/": {

@@ -77,8 +77,12 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    ok, why = readiness(request.app[RUNTIME_KEY])
-    return web.json_response({"ready": ok, "status": why}, status=200 if ok else 503)
+    rt = request.app[RUNTIME_KEY]
+    ok, why = readiness(rt)
+    rules = {"version": rt.live.version, "error": rt.rules_error}  # live rules (§3.3)
+    return web.json_response(
+        {"ready": ok, "status": why, "rules": rules}, status=200 if ok else 503
+    )
 
 
 async def prometheus(request: web.Request) -> web.Response:
@@ -142,7 +146,7 @@ def build_web_app(rt: Runtime, analytics: Analytics) -> web.Application:
     add_user_routes(app, rt, options.api_token)
     add_erase_routes(app, rt, options.api_token)
     add_experiment_routes(app, analytics, options.api_token)
-    add_rule_routes(app, analytics, options.api_token)
+    add_rule_routes(app, rt, analytics, options.api_token)
     add_console_routes(app, analytics, options.api_token)
     app.router.add_get("/openapi.json", openapi_view(token_required=s.api_token is not None))
     return app

@@ -21,6 +21,7 @@ from nudgeflow.backtest.report import Tally
 from nudgeflow.config.topics import TopicNames
 from nudgeflow.engine.actions import Conversion, Decision, Trigger, encode_action
 from nudgeflow.engine.core import Engine
+from nudgeflow.pipeline.runtime import Live
 from nudgeflow.web.rules import add_rule_routes
 from tests.unit.engine.helpers import T0, D, M, Run, ev, make_engine
 
@@ -57,10 +58,15 @@ def _run(engine: Engine) -> list[Any]:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[str, Analytics, Engine]]:
     engine = make_engine(FLOW)
-    rt = SimpleNamespace(config=SimpleNamespace(rules=tuple(engine.rules.values())), topics=TOPICS)
+    rt = SimpleNamespace(
+        config=SimpleNamespace(rules=tuple(engine.rules.values())),
+        topics=TOPICS,
+        settings=SimpleNamespace(broker="127.0.0.1:9", topic_prefix="t"),
+        live=Live(engine, 3),
+    )
     analytics = Analytics(rt)  # type: ignore[arg-type]
     app = web.Application()
-    add_rule_routes(app, analytics, TOKEN)
+    add_rule_routes(app, rt, analytics, TOKEN)  # type: ignore[arg-type]
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     yield str(server.make_url("")).rstrip("/"), analytics, engine
@@ -90,6 +96,7 @@ async def test_the_route_serves_the_funnel_the_backtest_counts(
     assert steps[2]["suppressed"] == {"cap": 3}  # one per hour: the second send is capped
     assert steps["idle"]["exited"] == {"purchase": 1, "completed": 2}
     assert body["journey"] is True
+    assert (body["rule_version"], body["paused"]) == (3, False)  # the live version's
     tally = Tally()
     tally.add(actions)
     assert body["steps"] == tally.funnel.rule("flow", engine.rules["flow"].program)
