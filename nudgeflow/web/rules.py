@@ -107,7 +107,10 @@ class RuleViews:
             return json_error(400, "the body is not JSON", code="invalid_json")
         problem = _shape_problem(body)
         if problem:
-            return json_error(422, problem, code="invalid_request")
+            field, what = problem
+            said = f"{field}: {what}" if field else what
+            errors = [{"rule": None, "field": field, "message": what}]
+            return json_error(422, said, code="invalid_request", errors=errors)
         try:
             applied = await ruleset.apply(
                 self.broker,
@@ -155,22 +158,23 @@ class RuleViews:
         return _applied(applied, 200, rule=name, paused=paused, changed=True)
 
 
-def _shape_problem(body: Any) -> str | None:
+def _shape_problem(body: Any) -> tuple[str | None, str] | None:
+    """(field, what) of a body that is not `{document, comment?, author?, expected?}`."""
     if not isinstance(body, dict):
-        return "the body must be a JSON object {document, comment?, expected?}"
+        return None, "the body must be a JSON object {document, comment?, expected?}"
     if not isinstance(body.get("document"), str):
-        return "document: required, the YAML text of the rules"
+        return "document", "required, the YAML text of the rules"
     for key in ("comment", "author"):
         if key in body and not isinstance(body[key], str):
-            return f"{key}: must be a string"
+            return key, "must be a string"
     expected = body.get("expected")
     if expected is not None and (
         not isinstance(expected, int) or isinstance(expected, bool) or expected < 0
     ):
-        return "expected: must be a version number (an integer >= 0)"
+        return "expected", "must be a version number (an integer >= 0)"
     extra = set(body) - {"document", "comment", "author", "expected"}
     if extra:
-        return f"{sorted(extra)[0]}: unknown key"
+        return sorted(extra)[0], "unknown key"
     return None
 
 

@@ -106,3 +106,25 @@ async def test_the_route_needs_the_token(served: tuple[str, Analytics, Engine]) 
     url, _, _ = served
     async with aiohttp.ClientSession() as s, s.get(url + "/rules/flow") as resp:
         assert resp.status == 401
+
+
+def test_put_rules_errors_name_the_rule_and_the_field() -> None:
+    """PUT /rules' 422 body, from the loader's `<file>: rules[<rule>].<field>: <what>`."""
+    from nudgeflow.config.loader import ConfigError
+    from nudgeflow.web.rules import problems_of
+
+    error = ConfigError(
+        "nudgeflow.yaml: rules[big_cart].inactivity: invalid duration '30x'\n"
+        "nudgeflow.yaml: templates_dir: directory 'x' not found\n"
+        "nudgeflow.yaml: line 3: mapping values are not allowed here\n"
+        '  in "<unicode string>", line 3'
+    )
+    assert problems_of(error) == [
+        {"rule": "big_cart", "field": "inactivity", "message": "invalid duration '30x'"},
+        {"rule": None, "field": "templates_dir", "message": "directory 'x' not found"},
+        {
+            "rule": None,
+            "field": "line 3",
+            "message": 'mapping values are not allowed here in "<unicode string>", line 3',
+        },
+    ]
