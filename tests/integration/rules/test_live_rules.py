@@ -171,14 +171,18 @@ async def test_concurrent_applies_the_loser_is_told_to_rebase(cluster: Cluster) 
 
 
 async def test_kill9_right_after_a_publish_restarts_on_the_newest_version(
-    cluster: Cluster,
+    cluster: Cluster, tmp_path: Path
 ) -> None:
     assert await cluster.apply(DOCUMENT, comment="before the crash") == 9
     cluster.b.kill()
+    edited = tmp_path / "live_rules.yaml"  # restarted with a file that is not the live one
+    edited.write_text(LOWER)
+    cluster.b.config = edited
     cluster.b.start()
     await asyncio.to_thread(cluster.b.wait_ready)
     body = await cluster.rules(cluster.b)
     assert body["version"] == 9 and body["comment"] == "before the crash"
+    assert "live_rules.yaml differs from the live rules version 9" in cluster.b.tail(200_000)
     delays = sorted(cluster.swap_delays_s)
     print(
         f"\n[live rules] swap delay over {len(delays)} swaps: "
