@@ -270,19 +270,20 @@ def render_compare_text(summary: Mapping[str, Any]) -> str:
 
 
 def _reason_lines(rules: Mapping[str, Any]) -> list[str]:
-    """Suppressions by reason, for the rules where a reason's count moved."""
+    """Suppressions by reason, OLD -> NEW, for every rule with any (moved ones signed)."""
     out: list[str] = []
     for name, row in rules.items():
-        moved = {r: d for r, d in row["diff"]["suppressed"].items() if d}
-        if not moved:
+        diff = row["diff"]["suppressed"]
+        if not diff:
             continue
         old = (row["old"] or {}).get("suppressed", {})
         new = (row["new"] or {}).get("suppressed", {})
         reasons = ", ".join(
-            f"{r} {old.get(r, 0):,} -> {new.get(r, 0):,} ({_signed(d)})" for r, d in moved.items()
+            f"{r} {old.get(r, 0):,} -> {new.get(r, 0):,}" + (f" ({_signed(d)})" if d else "")
+            for r, d in diff.items()
         )
-        out.append(f"  {name} suppressed: {reasons}")
-    return ["", "suppressions that moved (OLD -> NEW):", *out] if out else []
+        out.append(f"  {name:<21}{reasons}")
+    return ["", "suppressed by reason (OLD -> NEW):", *out] if out else []
 
 
 def _user_lines(summary: Mapping[str, Any]) -> list[str]:

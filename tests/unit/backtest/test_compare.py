@@ -124,6 +124,9 @@ def test_changed_users_say_what_old_and_new_did_and_no_one_else_is_listed(
 
 def test_the_same_config_on_both_sides_changes_nothing(tmp_path: Path) -> None:
     result = compare_file(engine(OLD), engine(OLD), history(tmp_path))
+    lines = render_compare_text(result).splitlines()
+    assert "  abandoned_cart       cooldown 1 -> 1" in lines  # shown, unsigned: it did not move
+    assert "users whose outcome changed: 0 of 7" in lines
     assert result["users_changed"] == 0
     assert result["changed_users"] == []
     assert {row["status"] for row in result["rules"].values()} == {"same"}
@@ -140,7 +143,7 @@ def test_the_text_report_shows_rows_reasons_and_users(tmp_path: Path) -> None:
     assert rows["abandoned_cart"][:4] == ["changed", "4", "1", "-3"]
     assert rows["goodbye"][:4] == ["removed", "1", "-", "-1"]
     assert rows["welcome"][:4] == ["added", "-", "1", "+1"]
-    assert "  abandoned_cart suppressed: cooldown 1 -> 0 (-1)" in text
+    assert "  abandoned_cart       cooldown 1 -> 0 (-1)" in text
     assert "users whose outcome changed: 5 of 7" in text
     [ana] = [line for line in text.splitlines() if line.strip().startswith("ana ")]
     assert ana.split(None, 2)[2].split() == ["sent", "1,", "converted", "1", "(60.00)", "nothing"]
