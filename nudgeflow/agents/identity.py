@@ -34,9 +34,8 @@ from nudgeflow.agents import router
 from nudgeflow.agents.plan import Plan, plan
 from nudgeflow.engine import identity
 from nudgeflow.engine.state import UserState
-from nudgeflow.events.model import Event, encode_event
+from nudgeflow.events.model import KNOWN_ID, MERGE_ID, Event, encode_event
 from nudgeflow.events.parse import EventError
-from nudgeflow.events.model import KNOWN_ID, MERGE_ID
 from nudgeflow.observability import metrics
 from nudgeflow.observability.clock import now_ms
 from nudgeflow.tables import erasure
