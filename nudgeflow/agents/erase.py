@@ -8,6 +8,12 @@ A crash in between replays the request, which finds the state still there and do
 again (the forget record twice is harmless); a crash after it finds nothing, and a
 request for a user with no state sends the forget record only (a timeline or retry may
 outlive a state erased before) and no audit record, so one erasure leaves one record.
+
+An account that absorbed guest ids (engine/identity.py) has their pointers in other
+partitions: each gets an erase request of its own, sent (and acked) before the account's
+tombstones, so a crash re-sends them and no pointer outlives the account to route a later
+guest event into a re-created profile. A pointer holds no personal data of its own and
+gets no audit record (the account's one covers the erasure).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from nudgeflow.agents.router import partition_for
 from nudgeflow.config.build import engine_secret
 from nudgeflow.engine.timefmt import iso_utc
 from nudgeflow.observability.clock import now_ms
@@ -53,7 +60,7 @@ class Eraser:
             return
         state = user_table.load(self.users, user_key)
         topics, sender = self.rt.topics, self.rt.sender
-        if state is not None:
+        if state is not None and state.alias_of is None:
             audit = erasure.Erasure(
                 user_hash=erasure.user_hash(self.secret, user_key),
                 requested_at=iso_utc(erasure.decode_request(message.value) or now_ms()),
@@ -68,7 +75,18 @@ class Eraser:
         self.checkpoint.hold_until(ack)  # the tombstones only once the deliver side has it
         if state is None:
             return
+        for guest in state.absorbed or ():
+            await self._erase_pointer(guest.encode(), message.value)
         timer_index.remove(self.users, user_key, state.indexed)
         self.pending.moved(state.indexed, None)
         self.users.pop(user_key, None)
-        log.info("erased a user (partition %d, hash %s)", partition, audit.user_hash[:16])
+        if state.alias_of is None:
+            log.info("erased a user (partition %d, hash %s)", partition, audit.user_hash[:16])
+
+    async def _erase_pointer(self, guest: bytes, request: bytes | None) -> None:
+        """The erase request for a guest id this account absorbed, in the guest's partition."""
+        topic = self.rt.topics.events_by_user
+        partition = partition_for(guest, self.rt.partitions)
+        headers = [(erasure.ERASE_HEADER, b"1")]
+        ack = await self.rt.sender.send(topic, guest, request or b"", partition, headers)
+        self.checkpoint.hold_until(ack)

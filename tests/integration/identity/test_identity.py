@@ -16,6 +16,7 @@ import time
 import uuid
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
 
@@ -165,3 +166,34 @@ async def test_kill_9_of_the_guest_owner_right_after_the_identify(
     await asyncio.to_thread(victim.wait_ready)
     pair.owners = await split(pair.first, pair.second)
     await _exactly_one_reminder(pair, hook, anon, known, "kill@x.io", "kill")
+
+
+async def _wait_gone(pair: Pair, user: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    status = 200
+    while time.monotonic() < deadline:
+        status, _ = await get_user(pair.first, user)
+        if status == 404:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{user} still answers {status} after its erasure")
+
+
+async def test_erasing_the_account_erases_the_guest_pointers(pair: Pair, hook: Receiver) -> None:
+    anon, known = pair.ids("erase")
+    status, _ = await post(pair.owner(anon), "/v1/track", _cart_add(anon))
+    assert status == 202
+    status, _ = await post(pair.owner(known), "/v1/identify", _identify(anon, known, "e@x.io"))
+    assert status == 202
+    await wait_user(pair.first, known, lambda body: body["absorbed"] == [anon])
+    async with aiohttp.ClientSession() as s, s.delete(f"{pair.first.url}/users/{known}") as r:
+        assert r.status in (202, 204), await r.text()
+    await _wait_gone(pair, known)
+    await _wait_gone(pair, anon)  # the pointer went with the account, in its own partition
+    # A later event under the guest id starts a new guest, not a copy of the account.
+    status, _ = await post(pair.owner(anon), "/v1/track", _cart_add(anon, 9, "New"))
+    assert status == 202
+    guest = await wait_user(pair.first, anon, lambda body: body["cart"]["items"])
+    assert guest["merged_into"] is None and guest["profile"].get("email") is None
+    assert [i["product_name"] for i in guest["cart"]["items"]] == ["New"]
+    assert (await get_user(pair.first, known))[0] == 404
