@@ -16,6 +16,7 @@ from nudgeflow.config.settings import WorkerSettings
 from nudgeflow.engine.core import Engine
 from nudgeflow.engine.durations import parse_duration
 from nudgeflow.engine.links import LinkSigner
+from nudgeflow.engine.rules import under_budget
 from nudgeflow.engine.sandbox.budget import DEFAULT_BUDGET, Budget
 from nudgeflow.engine.templates import Templates
 
@@ -64,4 +65,5 @@ def build_engine(
         budget=budget,
         links=links,
     )
-    return Engine(config.rules, config.limits, templates, dedupe=config.dedupe)
+    rules = under_budget(config.rules, budget)  # expressions under the same budget
+    return Engine(rules, config.limits, templates, dedupe=config.dedupe)

@@ -13,11 +13,13 @@ derived from `steps`; a journey passes its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any
 
 from nudgeflow.engine.consent import Consent
-from nudgeflow.engine.expressions import Expression
+from nudgeflow.engine.expressions import Expression, compile_expression
 from nudgeflow.engine.limits import Cap, QuietHours
+from nudgeflow.engine.sandbox.budget import Budget
 from nudgeflow.engine.steps import Node, Reentry, series_program
 
 DEFAULT_MAX_RUNS = 16
@@ -118,3 +120,31 @@ class Limits:
     quiet_hours: QuietHours | None = None
     max_runs: int = DEFAULT_MAX_RUNS  # concurrent runs per rule per user; the oldest is evicted
     consent: Consent | None = None  # DESIGN §3.2: checked before every send (firing.py)
+
+
+def under_budget(rules: tuple[Rule, ...], budget: Budget) -> tuple[Rule, ...]:
+    """The rules with every expression (`when`, `entry`, `instance`, a step's `when`, a
+    branch's `if`, a wait's `where`) recompiled under `budget`: config validation compiles
+    them under the default one, the worker runs them under its NUDGEFLOW_RENDER_* settings
+    like its templates (issue 21.1)."""
+    return tuple(_rebudgeted(rule, budget) for rule in rules)
+
+
+def _rebudgeted(value: Any, budget: Budget) -> Any:
+    if isinstance(value, Expression):
+        if value.budget == budget:
+            return value
+        return compile_expression(value.source, budget)
+    if isinstance(value, tuple):
+        items = tuple(_rebudgeted(v, budget) for v in value)
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if is_dataclass(value) and not isinstance(value, type):
+        changed = {}
+        for f in fields(value):
+            if f.init:
+                old = getattr(value, f.name)
+                new = _rebudgeted(old, budget)
+                if new is not old:
+                    changed[f.name] = new
+        return replace(value, **changed) if changed else value
+    return value

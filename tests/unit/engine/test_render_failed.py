@@ -125,6 +125,20 @@ def test_a_when_over_budget_is_render_failed_not_condition_false() -> None:
     assert false.reason is None
 
 
+def test_expressions_run_under_the_workers_budget_not_the_default() -> None:
+    """A `when` the default budget allows (a 20,000-char string) is over a worker's
+    NUDGEFLOW_RENDER_STRING_LENGTH=1000, as its templates are."""
+    config = load_config_text(WHEN, base_dir=Path("/nonexistent"), env={})
+    tight = Budget(string_length=1_000, wall_time_ms=60_000)
+    event = ev("login", T0, "m1", user="mallory", traits={"n": 20_000})
+    default = Run(build_engine(config, secret=b"s", budget=NO_CLOCK)).send(event)
+    assert sorted(t.rule for t in default.triggers()) == ["other", "r"]
+    worker = Run(build_engine(config, secret=b"s", budget=tight)).send(event)
+    [failed] = worker.decisions("render_failed")
+    assert (failed.rule, failed.reason) == ("r", "string_length")
+    assert [t.rule for t in worker.triggers()] == ["other"]
+
+
 ENTRY = """
 templates: {t: "hi"}
 rules:
