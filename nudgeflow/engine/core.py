@@ -47,7 +47,7 @@ from nudgeflow.engine.state import (
     new_state,
     record_history,
 )
-from nudgeflow.engine.steps import Branch, Send
+from nudgeflow.engine.steps import Branch, Send, resume
 from nudgeflow.engine.timefmt import iso_utc
 
 if TYPE_CHECKING:
@@ -235,7 +235,8 @@ class Engine:
                 key = self._first_of(armed_map, best)
             armed = armed_map[key]
             rule = self.rules.get(key) if RUN_SEP not in key else self.rules.get(rule_of(key))
-            if rule is None or armed.step >= len(rule.program):  # gone from the live version
+            # gone from the live version; else at its node there (the same name, else index)
+            if rule is None or not resume(rule.program, armed):
                 del armed_map[key]
                 gone = "rule" if rule is None else "step"
                 at = iso_utc(armed.deadline)

@@ -67,7 +67,7 @@ def run_decision(
 def removed_decision(user_id: str, rule: str, run: Armed, at: str, gone: str) -> Decision:
     """A run whose rule (gone = "rule") or step ("step") is not in the live rules version
     any more ends, said once (DESIGN §3.3), instead of vanishing from the audit."""
-    detail: dict[str, Scalar] = {"step": run.step}
+    detail: dict[str, Scalar] = {"step": run.name if run.name is not None else run.step}
     if run.instance:
         detail["instance"] = run.instance
     return Decision(

@@ -26,7 +26,7 @@ from nudgeflow.engine.firing import SENT_DONE, SENT_ENDED, Firer
 from nudgeflow.engine.rules import Rule
 from nudgeflow.engine.scope import WhenScope
 from nudgeflow.engine.state import UNREPORTED, Armed, UserState
-from nudgeflow.engine.steps import Branch, Exit, Node, Send, Split, Wait, label_of
+from nudgeflow.engine.steps import Branch, Exit, Node, Send, Split, Wait, label_of, resume
 from nudgeflow.engine.timefmt import iso_utc
 
 if TYPE_CHECKING:
@@ -68,6 +68,8 @@ class Journeys:
         first = reason is not None
         node = rule.program[index]
         run.step = index
+        label = node.label
+        run.name = label if isinstance(label, str) else None
         run.deferred = False
         run.flags = UNREPORTED
         wait = node.wait
@@ -158,7 +160,7 @@ class Journeys:
         if outcome == "exited" and not rule.flow:
             return
         deadline = iso_utc(run.deadline) if outcome == "cancelled" else None
-        label = label_of(rule.program, run.step)
+        label = run.name if run.name is not None else label_of(rule.program, run.step)
         actions.append(
             run_decision(
                 state.user_id,
@@ -273,7 +275,7 @@ class Journeys:
             self.end(state, rule, key, run, event.ts, actions, "cancelled", etype)
             return ENDED
         program = rule.program
-        if run.step >= len(program):  # the rule has fewer steps since: its timer ends it
+        if not resume(program, run):  # no node of its name or index since: its timer ends it
             return UNMOVED
         node = program[run.step]
         wait = node.wait

@@ -26,7 +26,7 @@ from nudgeflow.engine.rules import RUN_SEP, Rule
 from nudgeflow.engine.sandbox.budget import limit_of
 from nudgeflow.engine.scope import WhenScope, value_of
 from nudgeflow.engine.state import Armed, UserState
-from nudgeflow.engine.steps import REENTRY_ALWAYS, REENTRY_ENDED, REENTRY_NEVER
+from nudgeflow.engine.steps import REENTRY_ALWAYS, REENTRY_ENDED, REENTRY_NEVER, resume
 from nudgeflow.engine.timefmt import iso_utc
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ class Starter:
     def _already_active(
         self, state: UserState, rule: Rule, active: Armed, event: Event, actions: list[Action]
     ) -> None:
-        label = rule.program[active.step].label if active.step < len(rule.program) else 0
+        label = rule.program[active.step].label if resume(rule.program, active) else 0
         actions.append(
             run_decision(
                 state.user_id,

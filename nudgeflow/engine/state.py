@@ -38,8 +38,9 @@ class Hist(msgspec.Struct, array_like=True):
 
 
 class Armed(msgspec.Struct, array_like=True):
-    """One run of a rule: the node it is at (`step`, an index into the rule's program),
-    when that node is due, and what armed it (for ids, templates and expressions).
+    """One run of a rule: the node it is at (`step`, an index into the rule's program,
+    and `name`, the node's name if it has one), when that node is due, and what armed it
+    (for ids, templates and expressions).
 
     Fields are only ever appended (with defaults), so states written by older versions
     decode unchanged.
@@ -57,6 +58,10 @@ class Armed(msgspec.Struct, array_like=True):
     instance: str = ""  # the `instance` value ("" : one run per user)
     flags: int = 0  # TIMED | UNREPORTED
     loops: int = 0  # jumps back taken: sends on a loop get a new trigger id each pass
+    # The node's `name` when it has one (None: unnamed, or a state from before issue 20
+    # item 3): under a new rules version the run goes on at the node of that name, else at
+    # `step` (steps.py `resume`). One byte when None.
+    name: str | None = None
 
 
 TIMED = 1  # the node's `send_at` was resolved: send when due, do not time it again

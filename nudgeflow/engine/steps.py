@@ -8,14 +8,21 @@ the same machine: `delay`/`inactivity` + `template` is one node that waits and
 sends, and `steps` of `{delay, template}` is one such node per step, its wait
 counted from the arming (`series`). A node's `label` is what records name (its
 `name`, else its index), so the old forms keep their step numbers and trigger ids.
+
+A run remembers its node's index and, when the node is named, its name (`Armed.name`).
+Under a new rules version (DESIGN §3.3) `resume` finds it again: at the node of the
+same name, else at the same index, else nowhere (the run ends, `rule_removed`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from nudgeflow.engine.expressions import Expression
+
+if TYPE_CHECKING:
+    from nudgeflow.engine.state import Armed
 
 WaitKind = Literal["rule", "series", "delay", "inactivity", "until"]
 Label = int | str
@@ -148,3 +155,24 @@ def series_program(
 
 def label_of(program: tuple[Node, ...], index: int) -> Label:
     return program[index].label if 0 <= index < len(program) else index
+
+
+def resume(program: tuple[Node, ...], run: Armed) -> bool:
+    """Whether `run` has a node in `program`; when the program is another version than
+    the one the run arrived under and its node moved, the run is moved with it: to the
+    node of the same name (else the same index; unnamed nodes are named by their index).
+    False: neither exists, the run cannot go on."""
+    step, name = run.step, run.name
+    if step < len(program) and program[step].label == (step if name is None else name):
+        return True  # the same node: every event and due run of an unchanged version
+    if name is not None:
+        for index, node in enumerate(program):
+            if node.label == name:
+                step = index
+                break
+    if not 0 <= step < len(program):
+        return False
+    label = program[step].label
+    run.step = step
+    run.name = label if isinstance(label, str) else None
+    return True
