@@ -115,6 +115,7 @@ class Aggregates:
         self.rules = {r.name: r for r in rules}
         self.decisions: dict[str, Counter[str]] = {}
         self.triggers: Counter[str] = Counter()
+        self.sends_by_version: dict[str, Counter[int]] = {}  # rule -> rule_version -> sends
         self.variants: dict[str, dict[str, VariantCounts]] = {}
         self.dead_letters: Counter[str] = Counter()
         self.feed: deque[FeedItem] = deque(maxlen=feed_size)
@@ -145,6 +146,7 @@ class Aggregates:
         c.exposures += 1
         if t.send:
             c.sent += 1
+            self.sends_by_version.setdefault(t.rule, Counter())[t.rule_version] += 1
         if self._early.pop(t.trigger_id):
             c.delivered += 1
         item = trigger_item(t)
@@ -185,6 +187,14 @@ class Aggregates:
 
     def decision_counters(self) -> dict[str, dict[str, int]]:
         return {rule: dict(sorted(c.items())) for rule, c in sorted(self.decisions.items())}
+
+    def version_sends(self) -> dict[str, dict[str, int]]:
+        """Per rule, its sends (triggers with send: true, once per id) by the rules version
+        that made them ("0": before live rules); the console's per-version counters."""
+        return {
+            rule: {str(v): n for v, n in sorted(c.items())}
+            for rule, c in sorted(self.sends_by_version.items())
+        }
 
     def variant_counts(self, rule: str) -> dict[str, VariantCounts]:
         """Per variant: exposures, sent, delivered (counted here) and what they earned."""

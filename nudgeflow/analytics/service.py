@@ -175,6 +175,7 @@ class Analytics(Service):
             "caught_up": self.caught_up,
             "decisions": agg.decision_counters(),
             "triggers": dict(sorted(agg.triggers.items())),
+            "sends_by_version": agg.version_sends(),  # per rule, per rules version
             "timers_pending": timers_pending(),
             "dead_letters": {
                 "events.dlq": agg.dead_letters["events.dlq"],

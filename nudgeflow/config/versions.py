@@ -208,3 +208,26 @@ def _with_pauses(document: str, paused: Iterable[str]) -> str:
     if not names:
         return body
     return body + "".join(f"# paused: {name}\n" for name in names)
+
+
+def history(won: Mapping[int, RuleVersion]) -> list[dict[str, Any]]:
+    """Every version, newest first: number, sha256, author, time, comment, paused, and
+    the unified diff against the version before it (GET /rules/history, the console)."""
+    out: list[dict[str, Any]] = []
+    previous: RuleVersion | None = None
+    for number in sorted(won):
+        record = won[number]
+        out.append(
+            {
+                "version": record.version,
+                "sha256": record.sha256,
+                "author": record.author,
+                "time": record.time,
+                "comment": record.comment,
+                "paused": list(record.paused),
+                "diff": diff(previous, record.document, record.paused),
+            }
+        )
+        previous = record
+    out.reverse()
+    return out

@@ -56,6 +56,29 @@ _UNAVAILABLE: Json = {
     **_answer("Kafka cannot read or write the rules topic now; retry"),
     "headers": {"Retry-After": {"schema": {"type": "string"}, "description": "seconds"}},
 }
+_HISTORY: Json = {
+    "type": "object",
+    "required": ["live", "versions"],
+    "properties": {
+        "live": {"type": "integer", "description": "the version this worker runs (0: none)"},
+        "versions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["version", "sha256", "author", "time", "comment", "paused", "diff"],
+                "properties": {
+                    "version": {"type": "integer"},
+                    "sha256": {"type": "string"},
+                    "author": {"type": "string"},
+                    "time": {"type": "string"},
+                    "comment": {"type": "string"},
+                    "paused": {"type": "array", "items": {"type": "string"}},
+                    "diff": {"type": "string", "description": "unified, from the one before"},
+                },
+            },
+        },
+    },
+}
 _PUT_BODY: Json = {
     "type": "object",
     "required": ["document"],
@@ -74,7 +97,8 @@ _PUT_BODY: Json = {
 
 
 def rule_paths(funnel: Json) -> Json:
-    """GET/PUT /rules, GET /rules/{rule} (`funnel`, web/openapi.py's), pause and resume."""
+    """GET/PUT /rules, GET /rules/history, GET /rules/{rule} (`funnel`, web/openapi.py's),
+    pause and resume."""
     name = [{"name": "rule", "in": "path", "required": True, "schema": {"type": "string"}}]
     toggles: Json = {}
     for verb in ("pause", "resume"):
@@ -114,4 +138,16 @@ def rule_paths(funnel: Json) -> Json:
         "list_rules",
         ("200", "version, sha256, author, time, comment, paused, error, rules"),
     )
-    return {"/rules": {"get": listing, "put": put}, "/rules/{rule}": funnel, **toggles}
+    past = _operation(
+        "Every rules version, newest first, each with its diff against the one before",
+        "rules_history",
+        ("200", "live, versions: [{version, sha256, author, time, comment, paused, diff}]"),
+        **{"503": _UNAVAILABLE},
+    )
+    past["responses"]["200"] = _answer("live and the versions", _HISTORY)
+    return {
+        "/rules": {"get": listing, "put": put},
+        "/rules/history": {"get": past},
+        "/rules/{rule}": funnel,
+        **toggles,
+    }

@@ -8,6 +8,7 @@ validated as the worker start validates it (422 naming rule and field for each
 problem, nothing published; 413 over the size limit; 409 when `expected` is not the
 live version or another applier won the number), then published as the next version.
 POST /rules/<name>/pause and /resume: the same document, the rule paused or not.
+GET /rules/history: every version, newest first, each with its diff against the one before.
 Every worker follows the rules topic and swaps within seconds (pipeline/live_rules.py).
 """
 
@@ -22,7 +23,7 @@ from aiokafka.errors import KafkaError
 
 from nudgeflow.analytics.service import Analytics
 from nudgeflow.config.loader import ConfigError
-from nudgeflow.config.versions import MAX_DOCUMENT_BYTES, Conflict
+from nudgeflow.config.versions import MAX_DOCUMENT_BYTES, Conflict, history
 from nudgeflow.kafka import ruleset
 from nudgeflow.web.auth import require_token
 from nudgeflow.web.errors import json_error
@@ -82,6 +83,14 @@ class RuleViews:
             except (LookupError, OSError):
                 pass
         body["rules"] = [{"name": r.name, "paused": r.paused} for r in engine.rules.values()]
+        return web.json_response(body)
+
+    async def history(self, request: web.Request) -> web.Response:
+        try:
+            won = await ruleset.read_versions(self.broker, ruleset.rules_topic(self.prefix))
+        except (KafkaError, OSError, TimeoutError) as exc:
+            return _unavailable(exc)
+        body = {"live": self.rt.live.version, "versions": history(won)}
         return web.json_response(body)
 
     async def get_rule(self, request: web.Request) -> web.Response:
@@ -213,6 +222,7 @@ def add_rule_routes(
     guard = require_token(token)
     app.router.add_get("/rules", guard(views.list_rules))
     app.router.add_put("/rules", guard(views.put_rules))
+    app.router.add_get("/rules/history", guard(views.history))  # before /rules/{rule}
     app.router.add_get("/rules/{rule}", guard(views.get_rule))
     app.router.add_post("/rules/{rule}/pause", guard(views.pause))
     app.router.add_post("/rules/{rule}/resume", guard(views.resume))

@@ -203,6 +203,7 @@ function renderStats(stats) {
   renderCounters(stats.decisions);
   renderFunnels(stats.funnels);
   renderDestinations(stats.destinations || []); // destinations.js
+  renderRules(stats.sends_by_version || {}); // rules.js
   renderExperiments(stats.experiments);
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import pytest
 
 from nudgeflow.analytics.aggregates import Aggregates
@@ -212,3 +213,12 @@ def test_a_delivery_read_before_its_trigger_counts_when_the_trigger_arrives(
     assert body is not None
     assert (_variant(body, "b")["exposures"], _variant(body, "b")["delivered"]) == (1, 1)
     assert sum(v["delivered"] for v in body["variants"]) == 1
+
+
+def test_sends_are_counted_per_rule_and_rules_version_once_per_trigger() -> None:
+    agg = Aggregates([RULE, PLAIN])
+    for tid, version in [("v1a", 1), ("v1b", 1), ("v2a", 2), ("v1a", 1)]:  # v1a read twice
+        agg.on_trigger(msgspec.structs.replace(trigger(tid, "a"), rule_version=version))
+    agg.on_trigger(msgspec.structs.replace(trigger("ctl", "control", send=False), rule_version=2))
+    agg.on_trigger(trigger("p", "default", rule="ping"))  # before live rules: version 0
+    assert agg.version_sends() == {"cart": {"1": 2, "2": 1}, "ping": {"0": 1}}

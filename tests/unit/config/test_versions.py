@@ -15,6 +15,7 @@ from nudgeflow.config.versions import (
     diff,
     document_of,
     encode_version,
+    history,
     live_of,
     load_document,
     new_version,
@@ -113,3 +114,19 @@ def test_a_templates_directory_is_copied_into_the_document(tmp_path: Path) -> No
     plain.parent.mkdir()
     plain.write_text(DOC)
     assert document_of(plain) == DOC  # no directory: the text as written
+
+
+def test_history_lists_every_version_newest_first_with_its_diff() -> None:
+    first = new_version(DOC, live=None, author="ana", time="2026-01-01T00:00:00Z", comment="start")
+    second = new_version(DOC, live=first, author="http", time="2026-01-02T00:00:00Z", paused=["r"])
+    past = history(settle([first, second]))
+    assert [v["version"] for v in past] == [2, 1]
+    assert (past[1]["author"], past[1]["comment"], past[1]["sha256"]) == (
+        "ana",
+        "start",
+        first.sha256,
+    )
+    assert past[1]["diff"] == diff(None, DOC)
+    assert past[0]["paused"] == ["r"]
+    assert past[0]["diff"].startswith("--- version 1\n") and "+# paused: r\n" in past[0]["diff"]
+    assert history({}) == []

@@ -128,3 +128,54 @@ def test_put_rules_errors_name_the_rule_and_the_field() -> None:
             "message": 'mapping values are not allowed here in "<unicode string>", line 3',
         },
     ]
+
+
+async def test_history_lists_the_versions_with_their_diffs(
+    served: tuple[str, Analytics, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /rules/history is its own route, not a rule named "history", and needs the token."""
+    from nudgeflow.config.versions import diff, new_version
+    from nudgeflow.kafka import ruleset
+
+    url, _, _ = served
+    one = new_version(FLOW, live=None, author="ana", time="2026-01-01T00:00:00Z", comment="go")
+    two = new_version(FLOW, live=one, author="http", time="2026-01-02T00:00:00Z", paused=["flow"])
+    asked: list[tuple[str, str]] = []
+
+    async def versions(bootstrap: str, topic: str) -> dict[int, Any]:
+        asked.append((bootstrap, topic))
+        return {1: one, 2: two}
+
+    monkeypatch.setattr(ruleset, "read_versions", versions)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url + "/rules/history") as resp:
+            assert resp.status == 401
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with s.get(url + "/rules/history", headers=headers) as resp:
+            assert resp.status == 200
+            body = await resp.json()
+    assert asked == [("127.0.0.1:9", "t.rules")]
+    assert body["live"] == 3
+    assert [v["version"] for v in body["versions"]] == [2, 1]
+    newest, oldest = body["versions"]
+    assert (oldest["author"], oldest["comment"], oldest["time"]) == ("ana", "go", one.time)
+    assert oldest["diff"] == diff(None, FLOW) and oldest["sha256"] == one.sha256
+    assert newest["paused"] == ["flow"] and "+# paused: flow" in newest["diff"]
+
+
+async def test_history_answers_503_when_the_topic_cannot_be_read(
+    served: tuple[str, Analytics, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiokafka.errors import KafkaConnectionError
+
+    from nudgeflow.kafka import ruleset
+
+    async def down(bootstrap: str, topic: str) -> dict[int, Any]:
+        raise KafkaConnectionError("no broker")
+
+    monkeypatch.setattr(ruleset, "read_versions", down)
+    url, _, _ = served
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(headers=headers) as s, s.get(url + "/rules/history") as r:
+        assert r.status == 503 and r.headers["Retry-After"] == "1"
+        assert (await r.json())["code"] == "kafka_unavailable"
