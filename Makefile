@@ -15,10 +15,10 @@ BIN := $(VENV)/bin
 PYTHON ?= $(or $(shell command -v python3.11),$(shell command -v python3),python3.11)
 KAFKA_VERSION ?= 4.1.1
 PYTEST_FLAGS ?= -q -ra --durations=15
-# The suite runs in two passes: everything but the fault suite spread over TEST_PROCS
+# The suite runs in two passes: every test not marked `load` spread over TEST_PROCS
 # processes (each with its own broker; most of these tests wait on timers and sockets),
-# then tests/faults alone, one test at a time, because its tests put a worker under load
-# and measure what it does (lag, latency, losses) and must not share the CPUs.
+# then the `load` tests (the fault tests that put a worker under load and measure what it
+# does: lag, latency, losses) alone, one at a time, so that they do not share the CPUs.
 TEST_PROCS ?= 2
 
 # Debian packages only the suite needs (the console in a browser, promtool, the compose
@@ -64,9 +64,9 @@ kafka-jars: $(VENV)/.installed
 
 test: install
 	@rc=0; \
-	$(BIN)/pytest $(PYTEST_FLAGS) -n $(TEST_PROCS) --dist loadfile \
-	    --junitxml=test-artifacts/junit.xml --ignore=tests/faults tests || rc=$$?; \
-	$(BIN)/pytest $(PYTEST_FLAGS) --junitxml=test-artifacts/junit-faults.xml tests/faults \
+	$(BIN)/pytest $(PYTEST_FLAGS) -n $(TEST_PROCS) --dist loadfile -m "not load" \
+	    --junitxml=test-artifacts/junit.xml tests || rc=$$?; \
+	$(BIN)/pytest $(PYTEST_FLAGS) -m load --junitxml=test-artifacts/junit-load.xml tests \
 	    || rc=$$?; \
 	exit $$rc
 

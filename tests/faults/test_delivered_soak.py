@@ -44,6 +44,7 @@ DELIVERY = {
 SAMPLE_S = 5.0
 
 pytestmark = [
+    pytest.mark.load,
     pytest.mark.kafka,
     pytest.mark.timeout(7200),
     pytest.mark.skipif(

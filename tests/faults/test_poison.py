@@ -43,7 +43,7 @@ from tests.fixtures.metrics import scrape
 from tests.fixtures.receivers import Receiver, ReceiverFactory
 from tests.fixtures.workers import WorkerProcess
 
-pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.load, pytest.mark.kafka, pytest.mark.timeout(300)]
 
 ATTEMPTS = 3  # the default `max_attempts`
 BUDGET_S = 2.0  # the default `handling_budget_s`

@@ -42,6 +42,7 @@ from tests.fixtures.receivers import ReceiverFactory
 from tests.fixtures.workers import WorkerProcess
 
 pytestmark = [
+    pytest.mark.load,
     pytest.mark.kafka,
     pytest.mark.timeout(1800 if SLOW else 600),
 ]

@@ -37,7 +37,7 @@ from tests.faults.conftest import (
 )
 from tests.fixtures.receivers import ReceiverFactory
 
-pytestmark = [pytest.mark.kafka, pytest.mark.timeout(1800 if SLOW else 900)]
+pytestmark = [pytest.mark.load, pytest.mark.kafka, pytest.mark.timeout(1800 if SLOW else 900)]
 
 USERS = 10_000 if SLOW else 5_000
 WAVES = 20 if SLOW else 10  # one wave a second

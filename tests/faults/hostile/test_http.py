@@ -39,7 +39,7 @@ from tests.faults.conftest import report
 from tests.faults.hostile.conftest import hostile_config
 from tests.fixtures.workers import WorkerProcess
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.load]
 
 NOFILE = 1024
 ATTACKERS = 1100
