@@ -4,7 +4,9 @@ The page is opened first; a trigger produced afterwards must appear in the live
 feed (WebSocket), and the experiment chart (SVG) must draw a conversion-rate
 point and a 95% interval per variant that has exposures; the funnel table has a row
 per rule and step (entered, sent, suppressed and exited by reason, converted) with
-its bar. Screenshots go to test-artifacts/.
+its bar. The live rules section (issue 20.5) shows the version and its history with
+diffs, counts sends by version, and pauses and resumes a rule from its button.
+Screenshots go to test-artifacts/.
 """
 
 from __future__ import annotations
@@ -128,5 +130,50 @@ async def test_console_shows_live_triggers_and_the_experiment_chart(start_worker
         assert held_back == "0" or held_back.endswith(f"(control {held_back.split()[0]})")
 
         await page.screenshot(path=str(ARTIFACTS / "console.png"), full_page=True)
+        await browser.close()
+    assert errors == []
+
+
+async def test_console_shows_the_live_rules_and_pauses_one(start_worker, receiver) -> None:
+    """Issue 20.5: the live version, its history with diffs, pause/resume, sends by version."""
+    worker = start_worker(CONFIG, env={"AUDIT_HOOK_URL": receiver.url})
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": 1400, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(worker.url + "/")
+        await page.wait_for_selector("#status.live", timeout=30_000)
+        await page.wait_for_function(
+            "document.getElementById('rules-live').textContent.startsWith('live version 1')",
+            timeout=30_000,
+        )
+        first = (await page.text_content("#rules-history details[data-version='1'] pre.diff")) or ""
+        assert first.startswith("--- (nothing live)") and "+rules:" in first
+
+        user = f"visitor-{uuid.uuid4().hex[:6]}"
+        assert (await worker.post_events([_event(user, "ping", int(time.time() * 1000))]))[0] == 202
+        await page.wait_for_selector(
+            "#rules-table tr[data-rule=ping] td[data-version='1']:not(:text-is('0'))",
+            timeout=30_000,
+        )
+
+        await page.click("#rules-table tr[data-rule=ping] button[data-action=pause]")
+        await page.wait_for_selector(
+            "#rules-table tr[data-rule=ping] button[data-action=resume]", timeout=30_000
+        )
+        second = (
+            await page.text_content("#rules-history details[data-version='2'] pre.diff")
+        ) or ""
+        assert "+# paused: ping" in second
+        assert "live version 2" in await page.inner_text("#rules-live")
+
+        await page.click("#rules-table tr[data-rule=ping] button[data-action=resume]")
+        await page.wait_for_selector(
+            "#rules-table tr[data-rule=ping] button[data-action=pause]", timeout=30_000
+        )
+        third = (await page.text_content("#rules-history details[data-version='3'] pre.diff")) or ""
+        assert "-# paused: ping" in third
+        await page.screenshot(path=str(ARTIFACTS / "console_rules.png"), full_page=True)
         await browser.close()
     assert errors == []
