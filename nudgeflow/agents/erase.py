@@ -18,8 +18,9 @@ gets no audit record (the account's one covers the erasure).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -43,6 +44,14 @@ log = logging.getLogger(__name__)
 
 def is_request(message: Message) -> bool:
     return erasure.has_header(message.headers, erasure.ERASE_HEADER)
+
+
+async def send_request(rt: Runtime, user_key: bytes, value: bytes) -> asyncio.Future[Any]:
+    """Put an erase request on `events.by-user`, in the user's partition (its ack to await):
+    DELETE /users/<id> and an account's guest pointers are erased the same way."""
+    partition = partition_for(user_key, rt.partitions)
+    headers = [(erasure.ERASE_HEADER, b"1")]
+    return await rt.sender.send(rt.topics.events_by_user, user_key, value, partition, headers)
 
 
 class Eraser:
@@ -85,8 +94,4 @@ class Eraser:
 
     async def _erase_pointer(self, guest: bytes, request: bytes | None) -> None:
         """The erase request for a guest id this account absorbed, in the guest's partition."""
-        topic = self.rt.topics.events_by_user
-        partition = partition_for(guest, self.rt.partitions)
-        headers = [(erasure.ERASE_HEADER, b"1")]
-        ack = await self.rt.sender.send(topic, guest, request or b"", partition, headers)
-        self.checkpoint.hold_until(ack)
+        self.checkpoint.hold_until(await send_request(self.rt, guest, request or b""))

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from nudgeflow.agents.erase import send_request
 from nudgeflow.agents.router import partition_for
 from nudgeflow.observability.clock import now_ms
 from nudgeflow.tables import erasure
@@ -53,7 +54,7 @@ class Erasures:
         if not self.present(user_id, partition):
             return json_error(404, f"no state for user {user_id!r}", code="unknown_user")
         try:
-            await asyncio.wait_for(self._request(user_id, partition), SEND_TIMEOUT_S)
+            await asyncio.wait_for(self._request(user_id), SEND_TIMEOUT_S)
         except Exception as exc:  # aiokafka/faust producer errors, the timeout
             log.warning("DELETE /users: the erase request was not stored: %r", exc)
             return json_error(
@@ -69,12 +70,8 @@ class Erasures:
             await asyncio.sleep(_POLL_S)
         return web.Response(status=204)
 
-    async def _request(self, user_id: str, partition: int) -> None:
-        value = erasure.encode_request(now_ms())
-        headers = [(erasure.ERASE_HEADER, b"1")]
-        topic = self.rt.topics.events_by_user
-        ack = await self.rt.sender.send(topic, user_id.encode(), value, partition, headers)
-        await ack
+    async def _request(self, user_id: str) -> None:
+        await (await send_request(self.rt, user_id.encode(), erasure.encode_request(now_ms())))
 
 
 def add_erase_routes(app: web.Application, rt: Runtime, token: str | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -17,18 +18,23 @@ pytestmark = pytest.mark.kafka
 LIVE = Path(__file__).parents[1] / "integration" / "pipeline" / "configs" / "live.yaml"
 
 
-async def test_segment_sdk_track_and_identify_become_events_and_fire_rules(start_worker):
+def _sdk_client(url: str, errors: list[Exception]) -> Any:
+    """Segment's client, synchronous and without retries, its errors kept in `errors`."""
     from segment.analytics import Client
 
-    worker = start_worker(LIVE)
-    errors: list[Exception] = []
-    client = Client(
+    return Client(
         "any-write-key",
-        host=worker.url,
+        host=url,
         sync_mode=True,
         max_retries=0,
         on_error=lambda exc, _batch: errors.append(exc),
     )
+
+
+async def test_segment_sdk_track_and_identify_become_events_and_fire_rules(start_worker):
+    worker = start_worker(LIVE)
+    errors: list[Exception] = []
+    client = _sdk_client(worker.url, errors)
 
     def calls() -> None:
         client.identify("seg-ana", {"email": "ana@example.com", "name": "Ana"})
@@ -66,17 +72,9 @@ async def test_segment_sdk_identify_and_alias_merge_the_guests_into_the_account(
 ) -> None:
     """Issue 19.2: two guests' carts (one identified, one aliased) become the account's,
     and its one reminder carries both carts and the identify's email."""
-    from segment.analytics import Client
-
     worker = start_worker(LIVE)
     errors: list[Exception] = []
-    client = Client(
-        "any-write-key",
-        host=worker.url,
-        sync_mode=True,
-        max_retries=0,
-        on_error=lambda exc, _batch: errors.append(exc),
-    )
+    client = _sdk_client(worker.url, errors)
 
     def calls() -> None:
         for guest, sku, price in (("seg-phone", "p1", 80), ("seg-tablet", "p2", 20)):

@@ -14,10 +14,12 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from playwright.async_api import async_playwright
+from playwright.async_api import Page, async_playwright
 
 from tests.fixtures.workers import ARTIFACTS
 
@@ -42,6 +44,19 @@ def _chromium() -> str:
     return path
 
 
+@asynccontextmanager
+async def _live_console(url: str, errors: list[str]) -> AsyncIterator[Page]:
+    """The console open in headless Chromium, connected live; page errors go to `errors`."""
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": 1400, "height": 900})
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(url + "/")
+        await page.wait_for_selector("#status.live", timeout=30_000)
+        yield page
+        await browser.close()
+
+
 def _event(user: str, type_: str, ts: int, **props: object) -> dict:
     return {
         "event_id": uuid.uuid4().hex,
@@ -60,14 +75,8 @@ async def test_console_shows_live_triggers_and_the_experiment_chart(start_worker
     assert (await worker.post_events(carts))[0] == 202
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
-        page = await browser.new_page(viewport={"width": 1400, "height": 900})
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        await page.goto(worker.url + "/")
-        await page.wait_for_selector("#status.live", timeout=30_000)
-
+    errors: list[str] = []
+    async with _live_console(worker.url, errors) as page:
         # Exposures arrive once the 2 s inactivity timers fire; then half the shoppers buy.
         await page.wait_for_function(
             "document.querySelectorAll('#feed li[data-kind=trigger][data-rule=cart_reminder]')"
@@ -130,20 +139,14 @@ async def test_console_shows_live_triggers_and_the_experiment_chart(start_worker
         assert held_back == "0" or held_back.endswith(f"(control {held_back.split()[0]})")
 
         await page.screenshot(path=str(ARTIFACTS / "console.png"), full_page=True)
-        await browser.close()
     assert errors == []
 
 
 async def test_console_shows_the_live_rules_and_pauses_one(start_worker, receiver) -> None:
     """Issue 20.5: the live version, its history with diffs, pause/resume, sends by version."""
     worker = start_worker(CONFIG, env={"AUDIT_HOOK_URL": receiver.url})
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
-        page = await browser.new_page(viewport={"width": 1400, "height": 900})
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        await page.goto(worker.url + "/")
-        await page.wait_for_selector("#status.live", timeout=30_000)
+    errors: list[str] = []
+    async with _live_console(worker.url, errors) as page:
         await page.wait_for_function(
             "document.getElementById('rules-live').textContent.startsWith('live version 1')",
             timeout=30_000,
@@ -175,5 +178,4 @@ async def test_console_shows_the_live_rules_and_pauses_one(start_worker, receive
         third = (await page.text_content("#rules-history details[data-version='3'] pre.diff")) or ""
         assert "-# paused: ping" in third
         await page.screenshot(path=str(ARTIFACTS / "console_rules.png"), full_page=True)
-        await browser.close()
     assert errors == []
