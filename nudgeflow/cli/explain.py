@@ -8,14 +8,12 @@ dots or non-ASCII characters ask for exactly that user.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
-import aiohttp
 import click
 
-from nudgeflow.web.paths import user_url
+from nudgeflow.cli.user_route import call_user_route
 
 _REASONS = {
     "cooldown": "the rule's cooldown had not passed since it last fired",
@@ -166,16 +164,6 @@ def best_hours_line(best_time: dict[str, Any] | None) -> str | None:
     )
 
 
-async def fetch_user(url: str, user_id: str, token: str | None) -> tuple[int, dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    timeout = aiohttp.ClientTimeout(total=15)
-    async with (
-        aiohttp.ClientSession(timeout=timeout) as session,
-        session.get(user_url(url, user_id), headers=headers) as resp,
-    ):
-        return resp.status, await resp.json(content_type=None)
-
-
 @click.command()
 @click.argument("user_id")
 @click.option("--rule", default=None, help="explain only this rule")
@@ -191,14 +179,10 @@ def command(user_id: str, rule: str | None, url: str, as_json: bool) -> None:
 
     The admin token, if the worker has one, comes from NUDGEFLOW_API_TOKEN.
     """
-    import asyncio
     import json
 
-    try:
-        status, body = asyncio.run(fetch_user(url, user_id, os.environ.get("NUDGEFLOW_API_TOKEN")))
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        click.echo(f"error: cannot reach {url}: {exc}", err=True)
-        sys.exit(2)
+    status, text = call_user_route("GET", url, user_id, timeout_s=15)
+    body = json.loads(text)
     if status != 200:
         click.echo(f"error: {status}: {body.get('error', body)}", err=True)
         sys.exit(1)

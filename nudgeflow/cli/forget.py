@@ -7,24 +7,11 @@ and exits 0, so a script may run it twice.
 
 from __future__ import annotations
 
-import os
 import sys
 
-import aiohttp
 import click
 
-from nudgeflow.web.paths import user_url
-
-
-async def delete_user(url: str, user_id: str, token: str | None) -> tuple[int, str]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with (
-        aiohttp.ClientSession(timeout=timeout) as session,
-        session.delete(user_url(url, user_id), headers=headers) as resp,
-    ):
-        return resp.status, await resp.text()
-
+from nudgeflow.cli.user_route import call_user_route
 
 _SAID = {
     204: "erased: state, timers and timeline removed; pending retries will be dropped",
@@ -46,13 +33,7 @@ def command(user_id: str, url: str) -> None:
 
     The admin token, if the worker has one, comes from NUDGEFLOW_API_TOKEN.
     """
-    import asyncio
-
-    try:
-        status, body = asyncio.run(delete_user(url, user_id, os.environ.get("NUDGEFLOW_API_TOKEN")))
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        click.echo(f"error: cannot reach {url}: {exc}", err=True)
-        sys.exit(2)
+    status, body = call_user_route("DELETE", url, user_id, timeout_s=30)
     if status in _SAID:
         click.echo(_SAID[status])
         return
