@@ -1,5 +1,6 @@
 """Scenario 1: events/s through ingestion + evaluate with the five default rules,
-beside a bare Faust agent and a raw aiokafka loop on the same events in the same run."""
+beside a bare Faust agent, a raw aiokafka loop and the engine with its state codec in a
+plain loop (bench/engine_loop.py, no Kafka), on the same events in the same run."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from nudgeflow.bench import baselines, configs
+from nudgeflow.bench import baselines, configs, engine_loop
 from nudgeflow.bench.baselines import Rate
 from nudgeflow.bench.kafka_io import produce_bulk, provision
 from nudgeflow.bench.results import Result, ratio, rounded
@@ -28,9 +29,13 @@ async def run(session: BenchSession, events: int = 200_000, users: int = 100_000
     bootstrap, parts = session.bootstrap, session.partitions
     timeout = 300 + events / 10  # generous: this machine is shared
     await provision(bootstrap, prefix, parts)
-    await produce_bulk(bootstrap, topic, shop_events(events, users, int(time.time() * 1000)))
+    records = list(shop_events(events, users, int(time.time() * 1000)))
+    await produce_bulk(bootstrap, topic, records)
 
     log.info("throughput: produced %d events for %d users to %s", events, users, topic)
+    engine = await asyncio.to_thread(engine_loop.run, engine_loop.default_engine(), records, parts)
+    del records
+    log.info("throughput: engine loop %.0f events/s", engine.per_s)
     raw = await baselines.raw_aiokafka(
         bootstrap, topic, f"{prefix}.raw-out", events, parts, timeout
     )
@@ -53,12 +58,17 @@ async def run(session: BenchSession, events: int = 200_000, users: int = 100_000
             "events_per_s": rounded(ours.per_s),
             "bare_faust_events_per_s": rounded(bare.per_s),
             "raw_aiokafka_events_per_s": rounded(raw.per_s),
+            "engine_events_per_s": rounded(engine.per_s),
             "ratio_vs_bare_faust": ratio(ours.per_s, bare.per_s),
             "ratio_vs_raw_aiokafka": ratio(ours.per_s, raw.per_s),
+            "ratio_vs_engine": ratio(ours.per_s, engine.per_s),
             "events_per_cpu_s": rounded(ours.per_cpu_s),
             "bare_faust_events_per_cpu_s": rounded(bare.per_cpu_s),
             "raw_aiokafka_events_per_cpu_s": rounded(raw.per_cpu_s),
+            "engine_events_per_cpu_s": rounded(engine.per_cpu_s),
             "cpu_ratio_vs_bare_faust": ratio(ours.per_cpu_s, bare.per_cpu_s),
+            "cpu_ratio_vs_engine": ratio(ours.per_cpu_s, engine.per_cpu_s),
+            "engine_actions_per_event": rounded(engine.actions / max(1, engine.events), 2),
         },
     )
 

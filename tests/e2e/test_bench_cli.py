@@ -20,8 +20,17 @@ KEYS = {
         "raw_aiokafka_events_per_s",
         "ratio_vs_bare_faust",
         "ratio_vs_raw_aiokafka",
+        "engine_events_per_s",
     },
-    "latency": {"rate", "p50_ms", "p95_ms", "p99_ms", "webhook_p50_ms", "webhook_p99_ms"},
+    "latency": {
+        "rate",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "webhook_p50_ms",
+        "webhook_p99_ms",
+        "capacity_events_per_s",
+    },
     "timers": {"pending", "lateness_p50_s", "lateness_p99_s", "fire_1000_due_ms"},
     "memory": {"users", "rss_mb"},
     "recovery": {"users", "recovery_s"},
@@ -50,6 +59,7 @@ def test_live_scenarios_print_their_figures(kafka_bootstrap: str) -> None:
     tp = by_scenario["throughput"]
     assert tp["events"] == 200
     assert tp["events_per_s"] > 0 and tp["bare_faust_events_per_s"] > 0
+    assert tp["engine_events_per_s"] > 0 and tp["engine_actions_per_event"] > 0
     # The ratio is computed before its two rates are rounded for printing: 0.001 apart at most.
     ratio = tp["events_per_s"] / tp["bare_faust_events_per_s"]
     assert abs(tp["ratio_vs_bare_faust"] - ratio) <= 0.0015
