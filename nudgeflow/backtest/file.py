@@ -9,6 +9,7 @@ from __future__ import annotations
 import resource
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import msgspec
 from nudgeflow.backtest.output import ActionWriter
 from nudgeflow.backtest.reader import ReadStats, read_events
 from nudgeflow.backtest.report import Tally, experiment_summary
-from nudgeflow.backtest.runner import Backtest
+from nudgeflow.backtest.runner import Backtest, RunStats
 from nudgeflow.engine.actions import Action
 from nudgeflow.engine.core import Engine
 from nudgeflow.engine.rules import Experiment
@@ -69,6 +70,20 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+@dataclass(slots=True)
+class Run:
+    """What one backtest saw and counted, one process or several merged."""
+
+    read: ReadStats
+    stats: RunStats
+    users: int
+    timers_pending: int
+    tally: Tally
+    elapsed: float
+    cpu: float
+    peak_rss_mb: float
+
+
 def backtest_file(
     engine: Engine,
     events: Path,
@@ -80,7 +95,7 @@ def backtest_file(
 ) -> dict[str, Any]:
     """Run one backtest; return the summary (the `--json` object)."""
     read = ReadStats()
-    tally = Tally(funnel_rules(engine), first_sends(engine))
+    tally = new_tally(engine)
     started, cpu_started = time.perf_counter(), time.process_time()
     with ActionWriter(out, decisions, conversions) as writer:
 
@@ -92,6 +107,17 @@ def backtest_file(
         stats = backtest.run(read_events(events, read), until_ms)
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
+    run = Run(read, stats, backtest.users, len(backtest.timers), tally, elapsed, cpu, peak_rss_mb())
+    return summarize(engine, events, run)
+
+
+def new_tally(engine: Engine) -> Tally:
+    return Tally(funnel_rules(engine), first_sends(engine))
+
+
+def summarize(engine: Engine, events: Path, run: Run) -> dict[str, Any]:
+    """The summary of a run (the `--json` object)."""
+    read, stats, tally, elapsed, cpu = run.read, run.stats, run.tally, run.elapsed, run.cpu
     return {
         "events_file": str(events),
         "lines": read.lines,
@@ -102,9 +128,9 @@ def backtest_file(
         "events_applied": stats.events - stats.duplicates,
         "duplicates": stats.duplicates,
         "out_of_order": stats.out_of_order,
-        "users": backtest.users,
+        "users": run.users,
         "timer_fires": stats.timer_fires,
-        "timers_pending": len(backtest.timers),
+        "timers_pending": run.timers_pending,
         "stuck_timers": stats.stuck_timers,
         "first_event": iso(stats.first_ts),
         "last_event": iso(stats.last_ts),
@@ -114,7 +140,7 @@ def backtest_file(
         "events_per_s": round(read.events / elapsed, 1) if elapsed > 0 else 0.0,
         "cpu_s": round(cpu, 3),  # the machine may be shared: CPU time is the steadier figure
         "events_per_cpu_s": round(read.events / cpu, 1) if cpu > 0 else 0.0,
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_mb": round(run.peak_rss_mb, 1),
         "rules": {name: tally.rule(name) for name in dict.fromkeys([*engine.rules, *tally.rules])},
         "experiments": experiment_summary(tally, experiments_of(engine)),
         "funnel": {

@@ -90,6 +90,28 @@ class Tally:
             tally = self.variants[key] = VariantTally()
         return tally
 
+    def merge_counts(self, other: Tally) -> None:
+        """Add another partition's counts of triggers and decisions (`--workers`).
+
+        Not its conversions: revenue is a float sum, so the caller adds those records
+        itself in the one-process order (backtest/parallel.py).
+        """
+        self.triggers += other.triggers
+        for name, theirs in other.rules.items():
+            mine = self._rule(name)
+            mine.outcomes.update(theirs.outcomes)
+            mine.suppressed.update(theirs.suppressed)
+            mine.not_entered.update(theirs.not_entered)
+            mine.fired += theirs.fired
+            mine.sent += theirs.sent
+        for (rule, variant), counts in other.variants.items():
+            tally = self._variant(rule, variant)
+            tally.exposures += counts.exposures
+            tally.sent += counts.sent
+        raw = self.funnel.raw
+        for key, n in other.funnel.raw.items():
+            raw[key] = raw.get(key, 0) + n
+
     def add(self, actions: Iterable[Action]) -> None:
         rules = self.rules
         funnel = self.funnel

@@ -129,8 +129,11 @@ class Backtest:
         return self.stats
 
     def feed(self, event: Event) -> None:
+        self.apply(event, self.advance(event.ts))
+
+    def advance(self, ts: int) -> int:
+        """Count an event at `ts`, move the clock to it and fire what is due; the watermark."""
         stats = self.stats
-        ts = event.ts
         if stats.first_ts is None:
             stats.first_ts = ts
         stats.last_ts = ts
@@ -144,6 +147,11 @@ class Backtest:
         if heap and heap[0][0] <= watermark:
             self.fire_due(watermark)  # fires at deadlines, from the old watermark on
         self._watermark = watermark
+        return watermark
+
+    def apply(self, event: Event, watermark: int) -> None:
+        """Apply one event at the clock `watermark` (already advanced)."""
+        stats = self.stats
         uid = event.user_id
         states = self.states
         step = self.engine.apply(states.get(uid), event, watermark)
@@ -184,7 +192,12 @@ class Backtest:
                 following = None
             timers.set(uid, following)
             if step.actions:
-                self.sink(step.actions)
+                self.fired(uid, deadline, step.actions)
+
+    def fired(self, user_id: str, deadline: int, actions: Sequence[Action]) -> None:
+        """What a timer of `user_id` due at `deadline` produced (the partitioned run
+        overrides this to tag it with its place in the one-process order)."""
+        self.sink(actions)
 
     def finish(self, until_ms: int | None = None) -> None:
         """Move the clock to `until_ms` (default: the watermark) and fire what is due."""

@@ -8,6 +8,12 @@ wall-clock and CPU-time rates (the machine is shared; CPU time is steadier).
 Its floor is measured in the same run: the same file through the same backtest
 with no rules (reading, parsing, each user's state and history, the runner),
 `no_rules_events_per_s`. The rules' own cost is what lies between the two.
+
+`workers` > 1 runs the rules as `nudgeflow backtest --workers N` does (backtest/parallel.py,
+users split over N processes); its CPU time is all the processes' together. The floor
+stays one process.
+
+    python -m nudgeflow.bench.backtest 1000000 --json [--workers 2]
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 import msgspec
 
 from nudgeflow.backtest.file import backtest_file
+from nudgeflow.backtest.parallel import backtest_parallel
 from nudgeflow.backtest.synthetic import ShopSpec, shop_workload, write_jsonl
 from nudgeflow.bench.results import ratio
 from nudgeflow.config.build import build_engine, engine_secret
@@ -41,7 +48,7 @@ def events_file(events: int, directory: Path | None = None) -> Path:
     return path
 
 
-def run(events: int = 1_000_000, *, json: bool = False) -> dict[str, Any]:
+def run(events: int = 1_000_000, *, json: bool = False, workers: int = 1) -> dict[str, Any]:
     """Run the backtest over `events` synthetic events; return (and print) the figures."""
     path = events_file(events)
     config = load_config(DEFAULT_CONFIG)
@@ -50,12 +57,14 @@ def run(events: int = 1_000_000, *, json: bool = False) -> dict[str, Any]:
     )
     engine = build_engine(config, secret=engine_secret())
     started = time.perf_counter()
-    summary = backtest_file(engine, path)
+    summary = backtest_parallel(engine, path, workers=workers)
     result: dict[str, Any] = {
         "scenario": "backtest",
+        "workers": workers,
         "events": summary["events_read"],
         "events_per_s": summary["events_per_s"],
         "events_per_cpu_s": summary["events_per_cpu_s"],
+        "cpu_s": summary["cpu_s"],
         "rss_mb": summary["peak_rss_mb"],
         "elapsed_s": round(time.perf_counter() - started, 3),
         "triggers": summary["triggers"],
@@ -68,7 +77,8 @@ def run(events: int = 1_000_000, *, json: bool = False) -> dict[str, Any]:
         print(msgspec.json.encode(result).decode())
     else:
         print(
-            f"backtest: {result['events']:,} events, {result['events_per_s']:,.0f} events/s "
+            f"backtest: {result['events']:,} events, {workers} process(es), "
+            f"{result['events_per_s']:,.0f} events/s "
             f"wall, {result['events_per_cpu_s']:,.0f} events/CPU-s, "
             f"peak RSS {result['rss_mb']:.0f} MB; with no rules "
             f"{result['no_rules_events_per_s']:,.0f} events/s"
@@ -79,4 +89,7 @@ def run(events: int = 1_000_000, *, json: bool = False) -> dict[str, Any]:
 if __name__ == "__main__":
     import sys
 
-    run(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000, json="--json" in sys.argv)
+    args = sys.argv[1:]
+    workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+    size = int(args[0]) if args and args[0].isdigit() else 1_000_000
+    run(size, json="--json" in args, workers=workers)

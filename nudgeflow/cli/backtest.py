@@ -2,7 +2,7 @@
 
     nudgeflow backtest --config nudgeflow.yaml --events events.jsonl[.gz]
         [--until 2024-06-04T00:00:00Z] [--out triggers.jsonl]
-        [--decisions decisions.jsonl] [--json]
+        [--decisions decisions.jsonl] [--workers N] [--json]
 
     nudgeflow backtest --config NEW --compare OLD --events events.jsonl [--json]
         [--broker HOST:PORT --topic-prefix nudgeflow]   (OLD: a file, `live` or N)
@@ -12,7 +12,8 @@ by reason, ...) and, for rules with an experiment, per-variant conversion
 rates with confidence intervals, uplift and p-values. With --compare, the
 same history runs under OLD too (backtest/compare.py): per rule both sides'
 sends, suppressions, conversions and revenue, the differences, and the users
-whose outcome changed.
+whose outcome changed. With --workers N the users are split over N processes
+(backtest/parallel.py); the files and figures are the same as with one.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import click
 import msgspec
 
 from nudgeflow.backtest.compare import compare_file, render_compare_text
-from nudgeflow.backtest.file import backtest_file
+from nudgeflow.backtest.parallel import BanditRules, backtest_parallel
 from nudgeflow.backtest.report import render_text
 from nudgeflow.config.build import build_engine, engine_secret
 from nudgeflow.config.loader import NudgeflowConfig, load_config
@@ -72,6 +73,13 @@ def parse_time(value: str) -> int:
 )
 @click.option("--broker", default=None, help="with --compare live|N: the Kafka bootstrap")
 @click.option("--topic-prefix", default="nudgeflow", show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="processes to split the users over (the output is the same as with one)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the summary as one JSON object")
 def command(
     config_path: Path,
@@ -83,6 +91,7 @@ def command(
     compare: str | None,
     broker: str | None,
     topic_prefix: str,
+    workers: int,
     as_json: bool,
 ) -> None:
     """Replay EVENTS through the rules of CONFIG on a simulated clock."""
@@ -91,8 +100,10 @@ def command(
     secret = engine_secret(warn=False)
     engine = build_engine(config, secret=secret)
     if compare is not None:
-        if out or decisions or conversions:
-            raise click.UsageError("--out, --decisions and --conversions do not go with --compare")
+        if out or decisions or conversions or workers > 1:
+            raise click.UsageError(
+                "--out, --decisions, --conversions and --workers do not go with --compare"
+            )
         old_config, label = _old_config(compare, broker, topic_prefix)
         old = build_engine(old_config, secret=secret)
         result = compare_file(
@@ -100,9 +111,18 @@ def command(
         )
         click.echo(msgspec.json.encode(result).decode() if as_json else render_compare_text(result))
         return
-    summary = backtest_file(
-        engine, events, until_ms=until_ms, out=out, decisions=decisions, conversions=conversions
-    )
+    try:
+        summary = backtest_parallel(
+            engine,
+            events,
+            workers=workers,
+            until_ms=until_ms,
+            out=out,
+            decisions=decisions,
+            conversions=conversions,
+        )
+    except BanditRules as exc:
+        raise click.UsageError(f"--workers {workers}: {exc}") from None
     if as_json:
         click.echo(msgspec.json.encode(summary).decode())
     else:
