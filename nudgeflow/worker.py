@@ -23,6 +23,7 @@ from nudgeflow.analytics.service import Analytics
 from nudgeflow.config.loader import DEFAULT_CONFIG, NudgeflowConfig, load_config
 from nudgeflow.config.settings import WorkerSettings, resolve_settings
 from nudgeflow.observability import logs
+from nudgeflow.observability.heap import HeapTrace
 from nudgeflow.pipeline import live_rules
 from nudgeflow.pipeline.provision import provision
 from nudgeflow.pipeline.runtime import Runtime, build_runtime
@@ -82,7 +83,16 @@ class Worker(faust.Worker):
 
     def __init__(self, rt: Runtime, *services: Service, **kwargs: Any) -> None:
         self.runtime = rt
+        self.heap = HeapTrace.from_env()  # observability/heap.py: SIGUSR2 reports growth
         super().__init__(rt.app, *services, **kwargs)
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()  # logging is set up here
+        self.heap.start()
+
+    def _on_sigusr2(self) -> None:
+        """The heap's growth, logged; never mode's pdb prompt, which would stop the loop."""
+        log.warning("%s", self.heap.report())
 
     async def on_stop(self) -> None:
         for hook in self.runtime.before_stop:
