@@ -4,8 +4,10 @@
 `config.versions.RuleVersion` keyed `<version>:<nonce>`, so compaction keeps every
 version and both claims of a contested number (the lower offset wins, `settle`).
 The tools (`nudgeflow rules`, PUT /rules), the worker's start, and the what-if backtest
-(`load_version`) read it here; the worker's follower (pipeline/live_rules.py) reads it
-with its own consumer.
+(`load_version`) read it here, each read with a new consumer (counted:
+`nudgeflow_rules_topic_reads_total`); the worker's follower (pipeline/live_rules.py)
+reads it once with its own consumer and keeps what it read in a `RuleBook`, from which
+GET /rules and GET /rules/history answer.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -29,12 +32,14 @@ from nudgeflow.config.versions import (
     decode_version,
     diff,
     encode_version,
+    history,
     live_of,
     load_document,
     new_version,
     rule_names,
     settle,
 )
+from nudgeflow.observability import live_rules as rule_metrics
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,7 @@ async def _create(admin: AIOKafkaAdminClient, topic: str) -> str:
 async def read_records(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[RuleVersion]:
     """Every version record on `topic`, in offset order (an absent topic: none).
     A record that does not decode is skipped with a warning, never fatal."""
+    rule_metrics.topic_reads.inc()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -129,6 +135,63 @@ def decode_record(value: bytes | None, offset: int) -> RuleVersion | None:
     except Exception as exc:  # a bad record on the topic is skipped, never fatal
         log.warning("rules topic: record at offset %d is not a rules version: %s", offset, exc)
         return None
+
+
+class RuleBook:
+    """The rules topic as this worker's follower has read it (pipeline/live_rules.py).
+
+    Every version is kept, not the last N: the follower needs each record to settle a
+    contested number, the topic itself keeps every version (compacted by unique key),
+    and GET /rules/history shows them all with their diffs. The cost is the documents'
+    size (each at most MAX_DOCUMENT_BYTES, typically a few KB) times the versions ever
+    published; the history (diffs) is computed once per new version, not per call.
+    `followed` stays False on a worker with no follower (no evaluate role): its routes
+    read the topic instead."""
+
+    def __init__(self) -> None:
+        self.won: dict[int, RuleVersion] = {}  # version -> the record that holds it
+        self.followed = False  # a follower fills this book
+        self.caught_up = False  # it has read up to the topic's end as of its start
+        self.handled = 0  # the newest version it has swapped to, or refused, here
+        self._history: list[dict[str, Any]] | None = None
+        self._changed = asyncio.Condition()  # bound to a loop at its first use
+
+    def add(self, record: RuleVersion) -> bool:
+        """Keep `record` unless its number is held already (the lower offset wins)."""
+        if record.version in self.won:
+            return False
+        self.won[record.version] = record
+        self._history = None
+        return True
+
+    def history(self) -> list[dict[str, Any]]:
+        """`config.versions.history` of the versions read, newest first."""
+        if self._history is None:
+            self._history = history(self.won)
+        return self._history
+
+    async def settled(self, *, caught_up: bool) -> None:
+        """The follower has acted on every version it read (and maybe reached the end)."""
+        self.caught_up = self.caught_up or caught_up
+        self.handled = max(self.won, default=0)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_caught_up(self, timeout_s: float) -> bool:
+        return await self._wait(lambda: self.caught_up, timeout_s)
+
+    async def wait_handled(self, version: int, timeout_s: float) -> bool:
+        return await self._wait(lambda: self.handled >= version, timeout_s)
+
+    async def _wait(self, ready: Callable[[], bool], timeout_s: float) -> bool:
+        if ready():
+            return True
+        try:
+            async with self._changed:
+                await asyncio.wait_for(self._changed.wait_for(ready), timeout_s)
+        except TimeoutError:
+            return ready()
+        return True
 
 
 async def read_versions(bootstrap: str, topic: str) -> dict[int, RuleVersion]:

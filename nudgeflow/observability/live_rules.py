@@ -25,3 +25,9 @@ swap_delay = Gauge(
     "From the last version's publish (broker time) to its engine being live here",
     registry=REGISTRY,
 )
+topic_reads = Counter(
+    "nudgeflow_rules_topic_reads",
+    "Whole reads of the rules topic with a new consumer (a start, a publish's read-back,"
+    " a route on a worker with no follower); GET /rules and /rules/history read memory",
+    registry=REGISTRY,
+)

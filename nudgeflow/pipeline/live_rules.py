@@ -11,6 +11,10 @@ engine off the event loop and swaps `Runtime.live` in one assignment: the evalua
 reads it once per record, so a record is handled wholly under one version. A version
 that fails to load here (a missing environment variable, say) leaves the worker on its
 last good version: counted, logged naming the field, shown on /ready and GET /rules.
+Every record it reads goes into `Runtime.rules_book` (kafka/ruleset.RuleBook), which
+says when the follower has caught up with the topic and which version it has acted on
+last: GET /rules and /rules/history answer from it, and PUT /rules waits on it so that
+a GET right after shows the version just published.
 """
 
 from __future__ import annotations
@@ -132,7 +136,8 @@ class Follower:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.topic = rt.topics.rules
-        self.won: dict[int, RuleVersion] = {}
+        self.book = rt.rules_book
+        self.book.followed = True
         self.published_ms: dict[int, int] = {}  # version -> broker timestamp
         self.refused: int = 0  # the last version that failed to load here
         rule_metrics.live_version.set(rt.live.version)
@@ -158,19 +163,21 @@ class Follower:
             tp = TopicPartition(self.topic, 0)
             consumer.assign([tp])
             await ruleset.seek_start(consumer, tp)
+            end = (await consumer.end_offsets([tp]))[tp]  # caught up once read to here
             while True:
                 batch = await consumer.getmany(tp, timeout_ms=500)
                 for message in batch.get(tp, []):
                     record = ruleset.decode_record(message.value, message.offset)
-                    if record is not None and record.version not in self.won:
-                        self.won[record.version] = record
+                    if record is not None and self.book.add(record):
                         self.published_ms[record.version] = message.timestamp
                 await self._maybe_swap()
+                caught_up = self.book.caught_up or await consumer.position(tp) >= end
+                await self.book.settled(caught_up=caught_up)
         finally:
             await consumer.stop()
 
     async def _maybe_swap(self) -> None:
-        live = live_of(self.won)
+        live = live_of(self.book.won)
         rt = self.rt
         if live is None or live.version <= rt.live.version or live.version == self.refused:
             return

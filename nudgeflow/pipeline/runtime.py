@@ -18,6 +18,7 @@ from nudgeflow.config.loader import NudgeflowConfig
 from nudgeflow.config.settings import WorkerSettings
 from nudgeflow.config.topics import TopicNames
 from nudgeflow.engine.core import Engine
+from nudgeflow.kafka.ruleset import RuleBook
 from nudgeflow.pipeline import garbage, malloc
 from nudgeflow.pipeline.app import create_app
 from nudgeflow.pipeline.producer import KafkaRecordSender
@@ -65,6 +66,9 @@ class Runtime:
     before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     rules_error: str | None = None  # the last rules version that failed to load here, why
     rules_swap_delay_s: float | None = None  # the last swap: publish -> live here
+    # Every rules version the follower read (pipeline/live_rules.py): GET /rules and
+    # GET /rules/history answer from it instead of reading the topic per call.
+    rules_book: RuleBook = field(default_factory=RuleBook)
 
     @property
     def engine(self) -> Engine:

@@ -10,11 +10,20 @@ live version or another applier won the number), then published as the next vers
 POST /rules/<name>/pause and /resume: the same document, the rule paused or not.
 GET /rules/history: every version, newest first, each with its diff against the one before.
 Every worker follows the rules topic and swaps within seconds (pipeline/live_rules.py).
+
+GET /rules and /rules/history answer from the versions the follower has read
+(`Runtime.rules_book`), not from a read of the topic per call (the console polls both
+every 10 s per open page). Called before the follower has caught up with the topic, they
+wait for it (a condition, up to CATCH_UP_WAIT_S), then read the topic if it still has
+not; a worker with no follower (no evaluate role) reads the topic. PUT, pause and resume
+return once this worker's follower has acted on the version published (swapped to it or
+refused it; up to SEEN_WAIT_S), so a GET on the same worker right after shows it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +40,14 @@ from nudgeflow.web.errors import json_error
 if TYPE_CHECKING:
     from nudgeflow.pipeline.runtime import Runtime
 
+log = logging.getLogger(__name__)
+
 _PROBLEM = re.compile(
     r"^(?:[^:]+): (?:rules\[(?P<rule>[^\]]+)\]\.?)?(?P<field>[^:]*): (?P<msg>.*)$"
 )
 API_AUTHOR = "http"
+CATCH_UP_WAIT_S = 5.0  # a GET before the follower has read the topic once waits this long
+SEEN_WAIT_S = 10.0  # a PUT waits this long for this worker to act on its version
 
 
 def problems_of(error: ConfigError) -> list[dict[str, Any]]:
@@ -67,12 +80,32 @@ class RuleViews:
             "swap_delay_s": rt.rules_swap_delay_s,
         }
 
+    async def _book(self) -> ruleset.RuleBook | None:
+        """The follower's versions once it has caught up; None: read the topic."""
+        # getattr: a unit test's stand-in runtime has no book (it reads the "topic")
+        book: ruleset.RuleBook | None = getattr(self.rt, "rules_book", None)
+        if book is None or not book.followed:
+            return None
+        return book if await book.wait_caught_up(CATCH_UP_WAIT_S) else None
+
+    async def _seen(self, version: int) -> None:
+        """Until this worker's follower has acted on `version` (read-after-write)."""
+        book = await self._book()
+        if book is not None and not await book.wait_handled(version, SEEN_WAIT_S):
+            log.warning(
+                "rules version %d published; not read here after %.0fs", version, SEEN_WAIT_S
+            )
+
     async def list_rules(self, request: web.Request) -> web.Response:
         engine = self.rt.live.engine
         body = self._version()
-        if self.rt.live.version:
+        version = self.rt.live.version
+        if version:
+            book = await self._book()
+            record = book.won.get(version) if book is not None else None
             try:
-                record = await ruleset.load_version(self.broker, self.prefix, self.rt.live.version)
+                if record is None:
+                    record = await ruleset.load_version(self.broker, self.prefix, version)
                 body.update(
                     sha256=record.sha256,
                     author=record.author,
@@ -86,6 +119,9 @@ class RuleViews:
         return web.json_response(body)
 
     async def history(self, request: web.Request) -> web.Response:
+        book = await self._book()
+        if book is not None:
+            return web.json_response({"live": self.rt.live.version, "versions": book.history()})
         try:
             won = await ruleset.read_versions(self.broker, ruleset.rules_topic(self.prefix))
         except (KafkaError, OSError, TimeoutError) as exc:
@@ -142,6 +178,7 @@ class RuleViews:
             return _conflict(exc)
         except (KafkaError, OSError, TimeoutError) as exc:
             return _unavailable(exc)
+        await self._seen(applied.record.version)
         return _applied(applied, 201)
 
     async def pause(self, request: web.Request) -> web.Response:
@@ -164,6 +201,7 @@ class RuleViews:
             return _unavailable(exc)
         if applied is None:
             return web.json_response({"rule": name, "paused": paused, "changed": False})
+        await self._seen(applied.record.version)
         return _applied(applied, 200, rule=name, paused=paused, changed=True)
 
 

@@ -1,6 +1,7 @@
 """Two workers of one app and one receiver for the whole module: the live rules tests
 publish versions one after the other to the same rules topic (each test starts from the
-version the previous one left; the kill -9 test, last, restarts one worker)."""
+version the previous one left; the kill -9 test restarts one worker, and the last one
+publishes version 10)."""
 
 from __future__ import annotations
 

@@ -2,12 +2,14 @@
 
 The tests run in order on the module's two workers and one rules topic: a threshold
 published while events flow, pause and resume, rollback, a version one worker cannot
-load, bad input refused with nothing published, and a kill -9 right after a publish.
+load, bad input refused with nothing published, a kill -9 right after a publish, and
+GET /rules answered from the follower's memory with a PUT read back at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import aiohttp
 
-from nudgeflow.config.versions import Conflict
+from nudgeflow.config.versions import Conflict, history
 from nudgeflow.kafka import ruleset
 from tests.integration.rules.conftest import DOCUMENT, Cluster, cart_add
 
@@ -188,3 +190,42 @@ async def test_kill9_right_after_a_publish_restarts_on_the_newest_version(
         f"\n[live rules] swap delay over {len(delays)} swaps: "
         f"p50 {statistics.median(delays) * 1000:.0f} ms, max {delays[-1] * 1000:.0f} ms"
     )
+
+
+async def _topic_reads(url: str) -> float:
+    """The worker's nudgeflow_rules_topic_reads_total: whole reads with a new consumer."""
+    async with aiohttp.ClientSession() as s, s.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    found = re.search(r"^nudgeflow_rules_topic_reads_total (\S+)$", text, re.M)
+    assert found is not None, text[-2000:]
+    return float(found[1])
+
+
+async def test_gets_read_no_topic_and_a_put_is_read_back_at_once(cluster: Cluster) -> None:
+    """GET /rules and /rules/history answer from the follower's memory (no new consumer:
+    the topic reads counter stays put across them) in the shape a topic read gives; after
+    PUT /rules returns, the same worker's GETs show the new version, with no polling."""
+    url = cluster.a.url
+    await cluster.wait_version(9, cluster.a)
+    reads = await _topic_reads(url)
+    assert reads >= 1  # the start read the topic
+    for _ in range(5):
+        live = await cluster.rules(cluster.a)
+        status, past = await _post(f"{url}/rules/history", method="GET")
+    assert await _topic_reads(url) == reads
+    assert (status, live["version"], live["comment"]) == (200, 9, "before the crash")
+    won = await ruleset.read_versions(cluster.broker, ruleset.rules_topic(cluster.prefix))
+    assert past == {"live": 9, "versions": history(won)}
+    put = {"document": LOWER, "comment": "read back", "expected": 9}
+    status, applied = await _post(f"{url}/rules", put, "PUT")
+    assert (status, applied["version"]) == (201, 10), applied
+    reads = await _topic_reads(url)  # the PUT's own reads (the publish and its read-back)
+    live = await cluster.rules(cluster.a)
+    assert (live["version"], live["comment"], live["sha256"]) == (
+        10,
+        "read back",
+        applied["sha256"],
+    )
+    status, past = await _post(f"{url}/rules/history", method="GET")
+    assert (past["live"], [v["version"] for v in past["versions"]][:2]) == (10, [10, 9])
+    assert await _topic_reads(url) == reads
