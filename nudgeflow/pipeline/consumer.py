@@ -25,6 +25,10 @@ Invariants:
   has no committed offset for the partition yet.
 * A fetch of idle partitions is held by the broker at most `FETCH_MAX_WAIT_MS`, not
   Faust's hard-coded 1.5 s, so a busy partition's next records never wait behind it.
+* A record that nothing blocks is handed over in place (`_hand_over`), not through
+  Faust's per-record race of four tasks against the flow's suspension; that race, kept
+  for a record that does block, cost a worker about two thirds of its CPU per event
+  (docs/performance.md, "Latency and layer figures").
 
 The method below is faust-streaming 0.15's `_drain_messages` (pyproject.toml pins the
 minor version) with only the gap branch and the hand-over check changed. Why each exists,
@@ -37,6 +41,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import types
+from collections.abc import Coroutine, Generator
 from typing import Any, cast
 
 import faust
@@ -177,8 +183,24 @@ class GaplessConsumer(faust_aiokafka.Consumer):
             return True
         return earliest <= offset + 1
 
+    async def _hand_over(self, message: Message) -> bool:
+        """Put the record in its agents' queues (Faust's conductor callback); False if the
+        flow stopped first (a rebalance: it is read again) or the consumer is stopping.
+
+        The callback's first step runs right here: it only suspends when the flow is
+        stopped, the producer buffer is full or a queue is. Only then does the rest race
+        the flow's suspension as Faust's drain does for every record (`wait_first`: four
+        tasks, their cancellations and a turn of the event loop per record)."""
+        handing = cast(Coroutine[Any, Any, Any], self.callback(message))
+        try:
+            blocked_on = handing.send(None)
+        except StopIteration:  # handed over (as `wait_first`, not while stopping)
+            return not (self._stopped.is_set() or self._crashed.is_set())
+        rest = asyncio.ensure_future(_finish(handing, blocked_on))
+        took = await self.wait_first(rest, self.suspend_flow.wait())
+        return rest in took.done
+
     async def _drain_messages(self, fetcher: ServiceT) -> None:
-        callback = self.callback
         getmany = self.getmany
         consumer_should_stop = cast(Service, self)._stopped.is_set
         fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
@@ -229,9 +251,7 @@ class GaplessConsumer(faust_aiokafka.Consumer):
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
-                            handing = callback(message)
-                            took = await self.wait_first(handing, self.suspend_flow.wait())
-                            if handing not in took.done:
+                            if not await self._hand_over(message):
                                 continue  # the flow stopped first: not handed out
                             set_read_offset(tp, offset)
                             sought.discard(tp)
@@ -252,6 +272,32 @@ class GaplessConsumer(faust_aiokafka.Consumer):
             raise
         finally:
             unset_flag(CONSUMER_FETCHING)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], blocked_on: Any) -> Generator[Any, Any, Any]:
+    """Run a coroutine whose first step already ran, and yielded `blocked_on` (the future
+    it waits for), to its end, as the `await` that would have driven it."""
+    while True:
+        try:
+            sent = yield blocked_on
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # a cancellation, or an error thrown in: passed on
+            try:
+                blocked_on = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                blocked_on = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+async def _finish(coro: Coroutine[Any, Any, Any], blocked_on: Any) -> Any:
+    return await _resume(coro, blocked_on)
 
 
 class RereadingFlowControl(FlowControlEvent):
