@@ -31,11 +31,12 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
 from nudgeflow.agents import erase, hooks, router
+from nudgeflow.agents.batch import ERASE, MERGE, TICK, BatchRunner, Routed, batches
 from nudgeflow.agents.identity import Identity, Redirect, is_merge
 from nudgeflow.agents.plan import Plan, plan
 from nudgeflow.agents.quarantine import Failed, Guard
 from nudgeflow.agents.watchdog import EngineThreads
-from nudgeflow.engine.actions import Conversion, Decision, Trigger
+from nudgeflow.engine.actions import Action, Conversion, Decision, Trigger
 from nudgeflow.events.model import Event, encode_event
 from nudgeflow.events.parse import EventError
 from nudgeflow.events.segment import MERGE_EVENT
@@ -82,7 +83,9 @@ class Evaluator:
         self.identity = Identity(rt, self.checkpoint, self.pending, self.store, self._to_dlq)
         self.eraser = erase.Eraser(rt, self.checkpoint, self.pending)  # agents/erase.py
 
-    async def handle_safely(self, event: faust.EventT) -> None:
+    async def handle_safely(
+        self, event: faust.EventT, routed: Routed | None = None, *, alone: bool = True
+    ) -> None:
         """Handle one record; never lose it and never die of it.
 
         Kafka being unreachable is retried (same record, the engine is deterministic and the
@@ -90,7 +93,8 @@ class Evaluator:
         A poison record is quarantined by `handle` itself; any other failure (a bug outside
         the engine call) sends the record to the events DLQ at once. Either way the table
         writes it made go to their changelogs (tables/direct.py), and the record is
-        acknowledged once they are sent.
+        acknowledged once they are sent. Not `alone` (a record of a batch, agents/batch.py):
+        neither flushed nor acknowledged here, the batch does both after its last record.
         """
         message = event.message
         delay = 0.5
@@ -98,11 +102,12 @@ class Evaluator:
         while True:
             try:
                 if not handled:
-                    await self.handle(message)
+                    await self.handle_routed(message, routed or self.route(message))
                     handled = True
-                    self.checkpoint.after_sent(event.ack)
-                await self.checkpoint.flush()
-                await self.guard.flush()
+                    if alone:
+                        self.checkpoint.after_sent(event.ack)
+                if alone:
+                    await self.flush()
                 return
             except _KAFKA_ERRORS as exc:
                 log.warning(
@@ -119,7 +124,13 @@ class Evaluator:
                     return
                 await self._dead_letter(message, exc)
                 handled = True  # what it wrote locally still goes to the changelog
-                self.checkpoint.after_sent(event.ack)
+                if alone:
+                    self.checkpoint.after_sent(event.ack)
+
+    async def flush(self) -> None:
+        """Send the table writes queued so far (Kafka errors propagate: callers retry)."""
+        await self.checkpoint.flush()
+        await self.guard.flush()
 
     async def _dead_letter(self, message: Message, exc: Exception) -> None:
         if message.topic == self.topics.ticks:
@@ -138,26 +149,21 @@ class Evaluator:
         await self.sender.send(self.topics.events_dlq, message.key, message.value, headers=headers)
 
     async def handle(self, message: Message) -> None:
-        topic = message.topic
-        self.partition = message.partition  # the user's: see pipeline/producer.py
-        if topic == self.topics.ticks:
-            await self.fire_timers(message)
-        elif topic == self.topics.events_by_user and erase.is_request(message):
-            await self.eraser.apply(message)  # in the user's order, with its events
-        elif topic == self.topics.events_by_user and is_merge(message):
-            await self.identity.receive(message)  # agents/identity.py
-        elif topic == self.topics.events_by_user:  # checked again: an internal topic
-            routed = router.rekeyed(message.key, message.value, limits=self.limits)
-            if isinstance(routed, router.Apply):
-                await self.apply_event(routed.event, routed.user_key, message)
-            else:
-                await self._reject(message, routed.error)
-        else:
-            await self.ingest(message)
+        await self.handle_routed(message, self.route(message))
 
-    async def ingest(self, message: Message) -> None:
+    def route(self, message: Message) -> Routed:
+        """What the record is: a tick, an erase request, a merge, or an event (parsed)."""
+        topic = message.topic
+        if topic == self.topics.ticks:
+            return TICK
+        if topic == self.topics.events_by_user and erase.is_request(message):
+            return ERASE
+        if topic == self.topics.events_by_user and is_merge(message):
+            return MERGE
+        if topic == self.topics.events_by_user:  # checked again: an internal topic
+            return router.rekeyed(message.key, message.value, limits=self.limits)
         metrics.events_received.labels(source="kafka").inc()
-        routed = router.route(
+        return router.route(
             message.key,
             message.value,
             message.partition,
@@ -165,13 +171,22 @@ class Evaluator:
             now_ms=now_ms(),
             limits=self.limits,
         )
-        if isinstance(routed, router.Apply):
+
+    async def handle_routed(self, message: Message, routed: Routed) -> None:
+        self.partition = message.partition  # the user's: see pipeline/producer.py
+        if routed is TICK:
+            await self.fire_timers(message)
+        elif routed is ERASE:
+            await self.eraser.apply(message)  # in the user's order, with its events
+        elif routed is MERGE:
+            await self.identity.receive(message)  # agents/identity.py
+        elif isinstance(routed, router.Apply):
             await self.apply_event(routed.event, routed.user_key, message)
         elif isinstance(routed, router.Reroute):
             await self.sender.send(
                 self.topics.events_by_user, routed.user_key, encode_event(routed.event)
             )
-        else:
+        elif isinstance(routed, router.Reject):
             await self._reject(message, routed.error)
 
     async def _reject(self, message: Message, error: EventError) -> None:
@@ -202,7 +217,7 @@ class Evaluator:
             await self.identity.redirect(event, planned.pointer, message)
             return
         metrics.events_applied.inc()
-        await self.publish(user_key, planned, started)
+        await self.publish(user_key, planned.records, started)
         self.store(user_key, planned)
 
     def _calls(
@@ -264,7 +279,7 @@ class Evaluator:
                 continue
             if planned.records:
                 metrics.timer_lateness.observe(max(0.0, (now - deadline) / 1000))
-            await self.publish(user_key, planned, None)
+            await self.publish(user_key, planned.records, None)
             self.store(user_key, planned)
         self.rt.tick_book.done(partition)
 
@@ -315,9 +330,11 @@ class Evaluator:
             timer_index.remove(users, user_key, have)
         self.pending.moved(have, want)
 
-    async def publish(self, user_key: bytes, planned: Plan, started: float | None) -> None:
+    async def publish(
+        self, user_key: bytes, records: list[tuple[Action, bytes]], started: float | None
+    ) -> None:
         """Send the step's records in order; each trigger holds the writes after it."""
-        for action, value in planned.records:
+        for action, value in records:
             if isinstance(action, Trigger):
                 await self._send_trigger(user_key, value, started)
                 metrics.triggers_emitted.labels(rule=action.rule, variant=action.variant).inc()
@@ -365,11 +382,13 @@ def register(rt: Runtime) -> Evaluator:
     )
     evaluator = Evaluator(rt)
 
+    runner = BatchRunner(evaluator)
+
     async def evaluate(stream: faust.StreamT) -> None:
         # Acks are manual: a record is acknowledged once its writes are sent.
         manual: faust.Stream = stream.noack()  # type: ignore[attr-defined]
-        async for event in manual.events():
-            await evaluator.handle_safely(event)
+        async for events in batches(manual, rt.app):  # what is waiting, at most BATCH_MAX
+            await runner.handle(events)
 
     rt.app.agent(source, name="evaluate")(evaluate)
     return evaluator

@@ -37,24 +37,52 @@ def plan(
     `version`: the live rules version of the engine that decided (each trigger and
     decision carries it as `rule_version`).
     """
-    late = {a.trigger_id: a.lateness_s for a in actions if isinstance(a, Trigger) and a.late}
-    records: list[tuple[Action, bytes]] = []
-    audited: list[Decision] = []
-    for action in actions:
-        if version and not isinstance(action, Conversion):
-            action.rule_version = version
-        if unaudited(action):
-            records.append((action, b""))
-            continue
-        if isinstance(action, Decision):
-            if action.outcome == "fired" and action.trigger_id in late:
-                lateness = late[action.trigger_id]
-                action.detail = {**action.detail, "late": True, "lateness_s": lateness}
-            audited.append(action)
-        records.append((action, encode_action(action)))
-    timeline.remember(state, audited)
-    before, refile = state.indexed, _refile(state, consumed)
-    return Plan(records, encode_state(state), before, state.indexed, refile)
+    steps = Steps(state.indexed)
+    steps.add(state, actions, consumed=consumed, version=version)
+    return steps.plan(state)
+
+
+class Steps:
+    """One user's engine steps, one after the other on the same state (agents/batch.py):
+    each step's records are encoded as it comes, exactly as `plan` would, and the state
+    once, after the last. The same records and the same state bytes as one `plan` per
+    step; the index entries in between are never written (only the first and last count).
+    """
+
+    def __init__(self, indexed_before: int | None) -> None:
+        self.records: list[tuple[Action, bytes]] = []
+        self.before = indexed_before  # the entry the stored state names
+        self.refile = False
+
+    def add(
+        self, state: UserState, actions: list[Action], *, consumed: bool = False, version: int = 0
+    ) -> list[tuple[Action, bytes]]:
+        """Encode one step's actions (updating `state`'s timeline and index entry);
+        returns its records, also appended to `self.records`."""
+        late = {a.trigger_id: a.lateness_s for a in actions if isinstance(a, Trigger) and a.late}
+        records: list[tuple[Action, bytes]] = []
+        audited: list[Decision] = []
+        for action in actions:
+            if version and not isinstance(action, Conversion):
+                action.rule_version = version
+            if unaudited(action):
+                records.append((action, b""))
+                continue
+            if isinstance(action, Decision):
+                if action.outcome == "fired" and action.trigger_id in late:
+                    lateness = late[action.trigger_id]
+                    action.detail = {**action.detail, "late": True, "lateness_s": lateness}
+                audited.append(action)
+            records.append((action, encode_action(action)))
+        timeline.remember(state, audited)
+        if _refile(state, consumed):
+            self.refile = True
+        self.records.extend(records)
+        return records
+
+    def plan(self, state: UserState) -> Plan:
+        """The steps' records and the state after the last, encoded."""
+        return Plan(self.records, encode_state(state), self.before, state.indexed, self.refile)
 
 
 def _refile(state: UserState, consumed: bool) -> bool:

@@ -64,6 +64,13 @@ class Guard:
         self.threads = threads
         self.max_attempts = max_attempts
         self.alarm = alarm or Alarm()
+        self._offload: set[bytes] = set()  # keys whose next attempt skips the inline run
+
+    def offload(self, key: bytes) -> None:
+        """The next attempt at `key` goes straight to an engine thread: a batch that held
+        it overran the inline budget (agents/batch.py), and running it inline again
+        would hold the loop a second time."""
+        self._offload.add(key)
 
     async def attempt(self, key: bytes, make: Make[T], source: str) -> T:
         """One attempt at `make()()`: inline under the alarm, or (past it, or for a record
@@ -92,7 +99,8 @@ class Guard:
             )
 
         try:
-            result = await self._run(make, on_slow, inline=before is None)
+            inline = before is None and not (self._offload and self._take_offload(key))
+            result = await self._run(make, on_slow, inline=inline)
         except _NotCounted as exc:
             raise exc.__cause__ or exc from None  # Kafka: the caller retries, uncounted
         except Overrun as exc:
@@ -107,6 +115,12 @@ class Guard:
             return result
         await self._failed(key, failure, source, counted=bool(counted), error=error)
         raise Failed(failure, final=failure.final or count >= self.max_attempts)
+
+    def _take_offload(self, key: bytes) -> bool:
+        if key in self._offload:
+            self._offload.discard(key)
+            return True
+        return False
 
     async def _run(
         self, make: Make[T], on_slow: Callable[[], Awaitable[None]], *, inline: bool

@@ -38,6 +38,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import faust
@@ -52,7 +53,21 @@ from nudgeflow.types.records import RecordSender
 log = logging.getLogger(__name__)
 
 
+# The partition of the record being handled when an agent handles several per stream
+# iteration (agents/batch.py); unset, the current event's. Task-local like Faust's.
+_handling: ContextVar[int | None] = ContextVar("nudgeflow_handling_partition", default=None)
+
+
+def handling(partition: int) -> None:
+    """Table reads and writes of this task belong to `partition` from now on (the batch
+    path sets it before each record it handles)."""
+    _handling.set(partition)
+
+
 def _partition() -> int:
+    partition = _handling.get()
+    if partition is not None:
+        return partition
     event = current_event()
     if event is None:
         raise RuntimeError("table writes must happen inside a stream iteration")
