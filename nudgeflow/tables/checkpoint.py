@@ -21,6 +21,10 @@ through these steps, in this order, per partition:
    every write it made is *sent* (step 2); Faust flushes the producer before it
    commits, so a committed offset never runs ahead of its changelog records.
 
+A batch (agents/batch.py) keeps the order: all its records are sent (steps 0-1), then
+each user's state is written once (queued behind the holds), then every source record
+gets its step-5 marker, in offset order, behind those writes; one flush sends the lot.
+
 So the changelog can never say "fired" for a trigger that is not in Kafka; after a
 crash the replayed record sends the same deterministic trigger id again, which the
 deliver agent drops. docs/architecture.md, "No lost triggers", and
