@@ -155,7 +155,8 @@ def _work(engine: Engine, events: Path, until_ms: int | None, part: int, workers
     with closing(Spool(folder / f"{part}.spool", *kinds)) as spool:
         backtest = PartBacktest(engine, tally, spool, part, workers)
         stats = backtest.run(read_events(events, read), until_ms)
-    result = (read, stats, backtest.users, len(backtest.timers), tally, peak_rss_mb())
+    cpu = time.process_time()  # a forked child's clock starts at 0
+    result = (read, stats, backtest.users, len(backtest.timers), tally, peak_rss_mb(), cpu)
     (folder / f"{part}.result").write_bytes(pickle.dumps(result))
 
 
@@ -212,7 +213,11 @@ def backtest_parallel(
         cpu=cpu,
         peak_rss_mb=max(peak_rss_mb(), *(r[5] for r in results)),
     )
-    return summarize(engine, events, run)
+    summary = summarize(engine, events, run)
+    # each worker's CPU time: the slowest one + the parent's merge is the run's wall time
+    # on idle cores (a figure the shared machine's wall clock cannot give)
+    summary["worker_cpu_s"] = [round(r[6], 3) for r in results]
+    return summary
 
 
 def _run_workers(engine: Engine, events: Path, until_ms: int | None, workers: int,

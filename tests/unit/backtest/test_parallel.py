@@ -14,6 +14,7 @@ from nudgeflow.cli.backtest import command
 
 DEFAULTS = Path(__file__).resolve().parents[3] / "nudgeflow" / "defaults" / "nudgeflow.yaml"
 TIMING = ("elapsed_s", "events_per_s", "cpu_s", "events_per_cpu_s", "peak_rss_mb")
+PARALLEL_TIMING = "worker_cpu_s"  # only with --workers > 1: each worker's CPU seconds
 
 BANDIT = """
 rules:
@@ -51,6 +52,7 @@ def _run(tmp_path: Path, events: Path, workers: int, *extra: str) -> tuple[dict[
     summary = json.loads(result.output)
     for key in TIMING:
         summary.pop(key)
+    assert len(summary.pop(PARALLEL_TIMING, [0] * workers)) == workers
     return summary, {name: (out / name).read_bytes() for name in ("t", "d", "c")}
 
 
