@@ -6,11 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
+from nudgeflow.backtest import parallel
 from nudgeflow.backtest.parallel import owner
 from nudgeflow.backtest.synthetic import DAY_MS, ShopSpec, shop_workload, write_jsonl
 from nudgeflow.cli.backtest import command
+from nudgeflow.config.build import build_engine, engine_secret
+from nudgeflow.config.loader import load_config
 
 DEFAULTS = Path(__file__).resolve().parents[3] / "nudgeflow" / "defaults" / "nudgeflow.yaml"
 TIMING = ("elapsed_s", "events_per_s", "cpu_s", "events_per_cpu_s", "peak_rss_mb")
@@ -98,3 +102,15 @@ def test_workers_do_not_go_with_compare(tmp_path: Path) -> None:
     result = CliRunner().invoke(command, [*args, "--workers", "2"])
     assert result.exit_code == 2
     assert "--workers" in result.output
+
+
+def test_a_worker_that_fails_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def crash(*args: object) -> None:
+        raise RuntimeError("worker crashed")
+
+    monkeypatch.setattr(parallel, "_work", crash)  # the forked workers inherit it
+    events = tmp_path / "e.jsonl"
+    events.write_text('{"user_id": "ana", "type": "cart_add", "ts": 1717372800000}\n')
+    engine = build_engine(load_config(DEFAULTS), secret=engine_secret(warn=False))
+    with pytest.raises(RuntimeError, match=r"worker 0 \(exit code 1\), 1 \(exit code 1\) failed"):
+        parallel.backtest_parallel(engine, events, workers=2, out=tmp_path / "t")
