@@ -67,6 +67,8 @@ def _broker(address: str | None) -> Iterator[str]:
               "seed = write its changelog records (fast), events = one event per user applied "
               "by the worker (~800/s)")  # fmt: skip
 @click.option("--backtest-events", type=click.IntRange(1), default=1_000_000, show_default=True)
+@click.option("--backtest-workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="backtest: processes, as `nudgeflow backtest --workers N`")  # fmt: skip
 @click.option("--profile", "profile_dir", type=click.Path(path_type=Path), default=None,
               help="throughput: write a 10 s py-spy profile of the worker here")  # fmt: skip
 @click.option("--keep", is_flag=True, help="keep the scratch dir (worker logs, data)")
@@ -86,6 +88,7 @@ def command(
     users: int,
     load: str,
     backtest_events: int,
+    backtest_workers: int,
     profile_dir: Path | None,
     keep: bool,
 ) -> None:
@@ -118,7 +121,7 @@ def command(
             finally:
                 session.close()
     if "backtest" in chosen:
-        emit(_backtest(backtest_events))
+        emit(_backtest(backtest_events, backtest_workers))
 
 
 def _guarded(
@@ -150,7 +153,7 @@ async def _one(result: Coroutine[Any, Any, Result]) -> list[Result]:
     return [await result]
 
 
-def _backtest(events: int) -> Result:
+def _backtest(events: int, workers: int = 1) -> Result:
     """Scenario 6 lives with the backtest (nudgeflow/bench/backtest.py), when present."""
     try:
         module = importlib.import_module("nudgeflow.bench.backtest")
@@ -158,7 +161,7 @@ def _backtest(events: int) -> Result:
         return Result("backtest", {"events": events, "events_per_s": None},
                       ["unavailable: nudgeflow.bench.backtest is not installed"])  # fmt: skip
     with contextlib.redirect_stdout(sys.stderr):  # it prints its own summary; ours is stdout
-        figures: dict[str, Any] = module.run(events, json=True)
+        figures: dict[str, Any] = module.run(events, json=True, workers=workers)
     figures.pop("scenario", None)
     return Result("backtest", figures)
 

@@ -81,3 +81,11 @@ def test_backtest_scenario_needs_no_broker() -> None:
     assert row["no_rules_events_per_s"] > 0
     ratio = row["events_per_s"] / row["no_rules_events_per_s"]  # from the rounded rates
     assert abs(row["ratio_vs_no_rules"] - ratio) <= 0.0015
+
+
+def test_backtest_scenario_on_two_workers_fires_what_one_does() -> None:
+    (one,) = run_bench("backtest", "--backtest-events", "2000")
+    (two,) = run_bench("backtest", "--backtest-events", "2000", "--backtest-workers", "2")
+    assert (one["workers"], two["workers"]) == (1, 2)
+    assert two["events"] == one["events"] == 2000
+    assert two["triggers"] == one["triggers"] > 0
