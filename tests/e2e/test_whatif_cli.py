@@ -54,7 +54,10 @@ def test_compare_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     runner = CliRunner()
     out = runner.invoke(command, [*base, "--compare", str(DEFAULT_CONFIG), "--out", "t.jsonl"])
     assert out.exit_code == 2
-    assert "--out, --decisions and --conversions do not go with --compare" in out.output
+    refused = "--out, --decisions, --conversions and --workers do not go with --compare"
+    assert refused in out.output
+    two = runner.invoke(command, [*base, "--compare", str(DEFAULT_CONFIG), "--workers", "2"])
+    assert two.exit_code == 2 and refused in two.output
     missing = runner.invoke(command, [*base, "--compare", str(tmp_path / "nope.yaml")])
     assert missing.exit_code == 2
     assert "is neither a config file nor 'live' or a version number" in missing.output
