@@ -73,6 +73,9 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # start() hands it to the fetcher
         return consumer
 
+    async def seek_on_thread(self, partition: TP, offset: int) -> None:
+        self.seek(partition, offset)  # runs on this thread's loop: see GaplessConsumer._seek
+
 
 class GaplessConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -90,6 +93,15 @@ class GaplessConsumer(faust_aiokafka.Consumer):
     async def seek(self, partition: TP, offset: int) -> None:
         await super().seek(partition, offset)
         self._sought.add(partition)
+
+    async def _seek(self, partition: TP, offset: int) -> None:
+        """On the consumer thread, where aiokafka's fetcher runs (Faust's own `seek_wait`
+        does the same). Faust seeks from this loop, and aiokafka's fetcher is not
+        thread-safe: a seek that drops a partition's buffer while the thread drains it in
+        `fetched_records` made it raise KeyError, crash the fetcher and exit the worker
+        (a fresh-clone CI run of the kill -9 test, right after a restart's `read_again`)."""
+        thread = cast(_ConsumerThread, self._thread)
+        await thread.call_thread(thread.seek_on_thread, partition, offset)
 
     def read_again(self, offsets: dict[TP, int]) -> None:
         """The records from these offsets on were handed out but taken back unread."""
