@@ -44,7 +44,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
-from prometheus_client import Counter
 
 from nudgeflow.agents import router
 from nudgeflow.agents.alarm import InlineOverrun
@@ -52,6 +51,7 @@ from nudgeflow.agents.plan import Plan, Steps
 from nudgeflow.events.model import Event
 from nudgeflow.events.segment import MERGE_EVENT
 from nudgeflow.observability import metrics
+from nudgeflow.observability.batches import batched_records, batches_taken
 from nudgeflow.observability.clock import now_ms
 from nudgeflow.tables import attempts, direct
 from nudgeflow.tables import users as user_table
@@ -85,17 +85,6 @@ class Special(Enum):
 
 TICK, ERASE, MERGE = Special.TICK, Special.ERASE, Special.MERGE
 Routed = router.Route | Special
-
-batches_taken = Counter(
-    "nudgeflow_evaluate_batches",
-    "Batches the evaluate agent handled (records per batch: batched_records / batches)",
-    registry=metrics.REGISTRY,
-)
-batched_records = Counter(
-    "nudgeflow_evaluate_batched_records",
-    "Records the evaluate agent handled in batches (agents/batch.py)",
-    registry=metrics.REGISTRY,
-)
 
 
 # -- taking batches from the agent's stream ---------------------------------------------
