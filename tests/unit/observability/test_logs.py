@@ -103,16 +103,33 @@ rules:
 
 @pytest.fixture
 def configured() -> Iterator[io.StringIO]:
-    """Apply logs.logging_config as mode would, capturing the root handler's stream."""
-    saved = logging.root.handlers[:], logging.root.level
+    """Apply logs.logging_config as mode would, capturing the root handler's stream.
+
+    dictConfig is process-wide: it creates and re-levels the pinned loggers and strips the
+    handlers of their children (mode's NullHandlers, ...). Every logger is put back afterwards
+    (the ones it created to a new logger's defaults), so no later test in this process runs
+    under this configuration.
+    """
+    loggers = [logging.root] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    saved = [(lg, lg.level, lg.handlers[:], lg.propagate, lg.disabled) for lg in loggers]
     logging.config.dictConfig(logs.logging_config("debug", "json", secrets=[SECRET]))
     stream = io.StringIO()
     handler = logging.root.handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     handler.setStream(stream)
     yield stream
-    logging.root.handlers[:], level = saved
-    logging.root.setLevel(level)
+    known = {id(lg) for lg in loggers}
+    created = [
+        (lg, logging.NOTSET, [], True, False)  # a new logger's defaults
+        for lg in logging.Logger.manager.loggerDict.values()
+        if isinstance(lg, logging.Logger) and id(lg) not in known
+    ]
+    for lg, level, handlers, propagate, disabled in saved + created:
+        lg.setLevel(level)
+        lg.handlers[:] = handlers
+        lg.propagate, lg.disabled = propagate, disabled
 
 
 def _decision() -> Decision:
