@@ -72,6 +72,12 @@ class WorkerSettings(BaseModel):
         description="Wall time one engine call (one event, or one due user) may take; "
         "past it the call is stopped and counts as a failed attempt",
     )
+    consumer_on_loop: bool = Field(
+        False,
+        description="Run Kafka's consumer on the worker's event loop instead of its own "
+        "thread: lower latency below saturation; heartbeats then stop while the loop is "
+        "held (docs/performance.md, 'Consumer on the event loop')",
+    )
     test_hook: str | None = Field(
         None,
         pattern=r"^(spin|raise):[A-Za-z0-9_.-]{1,100}(:[0-9]{1,4}(\.[0-9]{1,3})?)?$",

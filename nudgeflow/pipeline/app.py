@@ -11,6 +11,7 @@ import faust
 
 from nudgeflow.config.settings import WorkerSettings
 from nudgeflow.pipeline import consumer
+from nudgeflow.pipeline.loop_consumer import LoopConsumerThread
 
 # Several records per event (state, audit, triggers): let them share requests.
 PRODUCER_LINGER_MS = 5
@@ -44,4 +45,6 @@ def create_app(settings: WorkerSettings) -> faust.App:
         topic_disable_leader=True,
     )
     app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
+    if settings.consumer_on_loop:
+        app.consumer_thread = LoopConsumerThread
     return app

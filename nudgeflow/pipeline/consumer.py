@@ -65,7 +65,7 @@ MAX_SEEKS = 20  # per jump: a fetch that keeps starting past the seek is a real 
 FETCH_MAX_WAIT_MS = 50
 
 
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+class KafkaConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Faust's consumer thread with the fetch wait above."""
 
     def _create_worker_consumer(self, transport: Any) -> AIOKafkaConsumer:
@@ -88,7 +88,8 @@ class GaplessConsumer(faust_aiokafka.Consumer):
         self._seeking: set[asyncio.Future[None]] = set()  # `read_again`'s seeks
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        thread_class = getattr(self.app, "consumer_thread", KafkaConsumerThread)
+        return cast(KafkaConsumerThread, thread_class(self, loop=self.loop, beacon=self.beacon))
 
     async def seek(self, partition: TP, offset: int) -> None:
         await super().seek(partition, offset)
@@ -100,7 +101,7 @@ class GaplessConsumer(faust_aiokafka.Consumer):
         thread-safe: a seek that drops a partition's buffer while the thread drains it in
         `fetched_records` made it raise KeyError, crash the fetcher and exit the worker
         (a fresh-clone CI run of the kill -9 test, right after a restart's `read_again`)."""
-        thread = cast(_ConsumerThread, self._thread)
+        thread = cast(KafkaConsumerThread, self._thread)
         await thread.call_thread(thread.seek_on_thread, partition, offset)
 
     def read_again(self, offsets: dict[TP, int]) -> None:
@@ -342,6 +343,10 @@ class GaplessTransport(faust_aiokafka.Transport):
 
 class App(faust.App):
     """faust.App on the aiokafka transport with the consumer above."""
+
+    # What runs aiokafka's consumer: its own thread, or the worker's loop
+    # (pipeline/loop_consumer.py, set by `create_app`).
+    consumer_thread: type[KafkaConsumerThread] = KafkaConsumerThread
 
     def _new_transport(self) -> TransportT:
         return GaplessTransport(self.conf.broker_consumer, self)
